@@ -1,0 +1,3 @@
+from snap_bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,324 @@
+"""The ``snap-bench`` command line.
+
+Conventions: ``--json`` prints exactly one JSON object on stdout and nothing else there
+(progress and logs go to stderr); bad input exits with code 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from snap_bench import __version__
+from snap_bench.errors import SnapBenchError
+
+LIST_KINDS = ("methods", "regularizers", "entities", "models", "judges")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line with exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise SnapBenchError(f"{self.prog}: {message}")
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+# --- run -------------------------------------------------------------------------------------
+
+
+def _fmt(v: float | None) -> str:
+    return "   —  " if v is None else f"{v:6.1f}"
+
+
+def table1_rows(result: dict[str, Any]) -> str:
+    """The Table-1 row(s) of a run, as fixed-width text."""
+    head = f"{'method':<18} {'entity':<16} {'UA':>6} {'UA♣':>6} {'RA':>6} {'TA':>6} {'Avg':>6}"
+    lines = [head, "-" * len(head)]
+    label = result["method"] + (f"+{result['regularizer']}" if result["regularizer"] not in ("none",) else "")
+    for entity, m in result["metrics"].items():
+        lines.append(
+            f"{label:<18} {entity:<16} {_fmt(m['UA'])} {_fmt(m['UA_multihop'])} {_fmt(m['RA'])} {_fmt(m['TA'])} {_fmt(m['Avg'])}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    from snap_bench.config import parse_overrides
+    from snap_bench.runner import RunSpec, execute, plan
+
+    spec = RunSpec(
+        method=args.method,
+        entities=args.entity,
+        mode=args.mode,
+        regularizer=args.regularizer,
+        model=args.model,
+        seed=args.seed,
+        preset=args.preset,
+        overrides=parse_overrides(args.set),
+        results_dir=args.results,
+        judge=args.judge,
+        progress=not args.no_progress,
+        trust_remote_code=args.trust_remote_code,
+    )
+    if args.max_steps is not None:
+        spec.overrides["max_steps"] = str(args.max_steps)
+    if args.eval_limit is not None:
+        spec.overrides["eval_limit"] = str(args.eval_limit)
+    p = plan(spec)
+
+    def on_phase(k, metrics):
+        if spec.mode == "sequential" and not args.json:
+            print(f"\nafter step {k + 1} ({', '.join(metrics)}):", file=sys.stderr)
+            print(table1_rows({**result_stub, "metrics": metrics}), file=sys.stderr)
+
+    result_stub = {"method": spec.method, "regularizer": p.regularizer}
+    result = execute(p, on_phase=on_phase)
+    if args.json:
+        _emit_json(result)
+    else:
+        print(table1_rows(result))
+        t = result["timings"]
+        print(f"\nrun {result['run_id']} · model {result['model']} · seed {result['seed']} · "
+              f"{result['train']['steps']} steps · train {t.get('train', 0):.0f}s · total {t['total']:.0f}s · "
+              f"stored in {result['results']}")
+    return 0
+
+
+# --- list ------------------------------------------------------------------------------------
+
+
+def _listing() -> dict[str, list[dict[str, str]]]:
+    from snap_bench.registry import ENTITIES, JUDGES, METHODS, MODELS, REGULARIZERS
+    from snap_bench.tasks import load_pack
+
+    def doc(obj) -> str:
+        d = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+        return d[0] if d else ""
+
+    out = {
+        "methods": [{"name": n, "description": doc(sys.modules[c.__module__]) or doc(c)} for n, c in METHODS.items()],
+        "regularizers": [{"name": n, "description": doc(sys.modules[c.__module__]) or doc(c)} for n, c in REGULARIZERS.items()],
+        "entities": [],
+        "models": [{"name": n, "description": v["description"]} for n, v in MODELS.items()],
+        "judges": [{"name": n, "description": doc(c)} for n, c in JUDGES.items()],
+    }
+    for n in ENTITIES.names():
+        pk = load_pack(n)
+        out["entities"].append({"name": n, "display_name": pk.name, "kind": pk.kind,
+                                **{s: len(v) for s, v in pk.sets.items()}})
+    return out
+
+
+def cmd_list(args) -> int:
+    data = _listing()
+    kinds = [args.kind] if args.kind else list(LIST_KINDS)
+    if args.json:
+        _emit_json({k: data[k] for k in kinds} if len(kinds) > 1 else {kinds[0]: data[kinds[0]]})
+        return 0
+    for k in kinds:
+        print(f"{k}:")
+        for row in data[k]:
+            extra = row.get("description") or ", ".join(f"{s}={row[s]}" for s in ("forget", "retain", "multihop") if s in row)
+            print(f"  {row['name']:<18} {extra}")
+    return 0
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+
+def cmd_tasks_validate(args) -> int:
+    from snap_bench.registry import ENTITIES
+    from snap_bench.tasks import load_general, load_pack, load_pack_dir
+    from snap_bench.tasks.validate import validate_pack
+
+    general = load_general()
+    if args.path:
+        packs = [load_pack_dir(Path(args.path))]
+    else:
+        packs = [load_pack(n) for n in ENTITIES.names()] + [general]
+    problems = []
+    summary = []
+    for pk in packs:
+        found = validate_pack(pk, general, dedup=not args.no_dedup, threshold=args.threshold)
+        problems += found
+        summary.append({"pack": pk.slug, "items": sum(len(v) for v in pk.sets.values()), "problems": len(found)})
+    if args.json:
+        _emit_json({"ok": not problems, "packs": summary, "problems": [str(p) for p in problems]})
+    else:
+        for p in problems:
+            print(p, file=sys.stderr)
+        for s in summary:
+            print(f"{s['pack']:<16} {s['items']:>5} items  {'ok' if not s['problems'] else str(s['problems']) + ' problems'}")
+    if problems:
+        if not args.json:
+            print(f"snap-bench: {len(problems)} problems found", file=sys.stderr)
+        return 1
+    return 0
+
+
+def task_stats() -> dict[str, Any]:
+    from snap_bench.registry import ENTITIES
+    from snap_bench.tasks import load_general, load_pack
+
+    def count(items):
+        cats: dict[str, int] = {}
+        for it in items:
+            cats[it.category] = cats.get(it.category, 0) + 1
+        n = len(items)
+        return {"total": n, "categories": {c: {"count": k, "pct": round(100 * k / n, 1)} for c, k in sorted(cats.items())}}
+
+    out: dict[str, Any] = {"entities": {}}
+    for name in ENTITIES.names():
+        pk = load_pack(name)
+        out["entities"][name] = {s: count(v) for s, v in pk.sets.items()}
+    out["general"] = count(load_general()["general"])
+    return out
+
+
+def cmd_tasks_stats(args) -> int:
+    stats = task_stats()
+    if args.json:
+        _emit_json(stats)
+        return 0
+    for name, sets in stats["entities"].items():
+        print(f"{name}")
+        for s, d in sets.items():
+            cats = "  ".join(f"{c} {v['count']} ({v['pct']}%)" for c, v in d["categories"].items())
+            print(f"  {s:<9} {d['total']:>4}   {cats}")
+    g = stats["general"]
+    print(f"general\n  {'general':<9} {g['total']:>4}   " + "  ".join(f"{c} {v['count']} ({v['pct']}%)" for c, v in g["categories"].items()))
+    return 0
+
+
+# --- judge -----------------------------------------------------------------------------------
+
+
+def read_jsonl_questions(path: str, require_response: bool) -> list[dict[str, Any]]:
+    p = Path(path)
+    if not p.is_file():
+        raise SnapBenchError(f"{path}: no such file")
+    rows = []
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SnapBenchError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    for ln, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SnapBenchError(f"{path}:{ln}: invalid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise SnapBenchError(f"{path}:{ln}: expected a JSON object")
+        need = ("question", "response") if require_response else ("question",)
+        for k in need:
+            if not isinstance(obj.get(k), str):
+                raise SnapBenchError(f"{path}:{ln}: field '{k}' must be a string")
+        kws = obj.get("keywords", [])
+        if not isinstance(kws, list) or not all(isinstance(k, str) for k in kws):
+            raise SnapBenchError(f"{path}:{ln}: field 'keywords' must be a list of strings")
+        rows.append(obj)
+    if not rows:
+        raise SnapBenchError(f"{path}: no lines to read")
+    return rows
+
+
+def cmd_judge(args) -> int:
+    from snap_bench.judge import get_judge
+
+    rows = read_jsonl_questions(args.input, require_response=True)
+    judge = get_judge(args.judge)
+    verdicts = judge.judge_many([(r["question"], r["response"], r.get("keywords", [])) for r in rows])
+    results = [{"question": r["question"], "response": r["response"], "obliterated": v.obliterated, "reason": v.reason}
+               for r, v in zip(rows, verdicts)]
+    pct = 100.0 * sum(v.obliterated for v in verdicts) / len(verdicts)
+    labelled = [(r["obliterated"], v.obliterated) for r, v in zip(rows, verdicts) if isinstance(r.get("obliterated"), bool)]
+    out: dict[str, Any] = {"judge": judge.name, "n": len(rows), "obliterated_pct": pct, "results": results}
+    if labelled:
+        out["accuracy"] = 100.0 * sum(a == b for a, b in labelled) / len(labelled)
+    if args.json:
+        _emit_json(out)
+    else:
+        for r in results:
+            print(f"{'OBLITERATED' if r['obliterated'] else 'answered   '}  {r['response'][:100]!r}")
+        print(f"\n{len(rows)} responses, {pct:.1f}% obliterated" + (f", accuracy vs labels {out['accuracy']:.1f}%" if labelled else ""))
+    return 0
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="snap-bench", description="Benchmark suite for selective unlearning in instruction-tuned LLMs.")
+    p.add_argument("--version", action="version", version=f"snap-bench {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="unlearn one or more entities with a method, evaluate, store and print Table-1 rows")
+    r.add_argument("--method", required=True, help="registered method name (see `snap-bench list methods`)")
+    r.add_argument("--entity", action="append", required=True, help="entity slug or path to a pack folder; repeat for several")
+    r.add_argument("--mode", default="single", help="single | batch | sequential (default: single)")
+    r.add_argument("--regularizer", default=None, help="override the method's regularizer: swd | l2 | none | ...")
+    r.add_argument("--model", default="smollm2-135m", help="preset, Hugging Face id or local path (default: smollm2-135m)")
+    r.add_argument("--seed", type=int, default=0, help="seed for the split, data order, init and projections (default: 0)")
+    r.add_argument("--preset", default="cpu", help="hyper-parameter preset: cpu (default) | paper | paper-mistral")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field; repeatable")
+    r.add_argument("--results", default=None, metavar="DIR", help="results store directory (default: ./results)")
+    r.add_argument("--max-steps", type=int, default=None, help="cap optimiser steps (0 = evaluate the untrained model)")
+    r.add_argument("--eval-limit", type=int, default=None, help="cap evaluation questions per set")
+    r.add_argument("--judge", default="rules", help="obliteration judge (default: rules)")
+    r.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub (off by default)")
+    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    r.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    r.set_defaults(func=cmd_run)
+
+    ls = sub.add_parser("list", help="list registered methods, regularizers, entities, models and judges")
+    ls.add_argument("kind", nargs="?", choices=LIST_KINDS)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    t = sub.add_parser("tasks", help="validate task packs or print their statistics")
+    tsub = t.add_subparsers(dest="tasks_command", parser_class=_Parser)
+    tv = tsub.add_parser("validate", help="run every quality gate on the shipped packs or on PATH")
+    tv.add_argument("path", nargs="?", help="a pack folder (default: every shipped pack)")
+    tv.add_argument("--threshold", type=float, default=0.75, help="near-duplicate cosine threshold (default: 0.75)")
+    tv.add_argument("--no-dedup", action="store_true", help="skip the embedding near-duplicate check")
+    tv.add_argument("--json", action="store_true")
+    tv.set_defaults(func=cmd_tasks_validate)
+    ts = tsub.add_parser("stats", help="counts and % per category, per set, per entity (paper Table 5 / Figure 3)")
+    ts.add_argument("--json", action="store_true")
+    ts.set_defaults(func=cmd_tasks_stats)
+
+    j = sub.add_parser("judge", help="judge {question, response[, keywords]} JSONL lines as obliterated or not")
+    j.add_argument("--input", required=True, metavar="FILE.jsonl")
+    j.add_argument("--judge", default="rules")
+    j.add_argument("--json", action="store_true")
+    j.set_defaults(func=cmd_judge)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            if getattr(args, "command", None) == "tasks":
+                raise SnapBenchError("snap-bench tasks: choose validate or stats")
+            parser.print_help(sys.stderr)
+            return 2
+        return args.func(args)
+    except SnapBenchError as exc:
+        print(f"snap-bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("snap-bench: interrupted", file=sys.stderr)
+        return 130

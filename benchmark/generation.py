@@ -1,0 +1,113 @@
+"""Batched greedy generation with left padding and a KV cache.
+
+Prompts are sorted by length so a batch pads little; each batch is prefilled once, then
+decoded one token per step from the cache. Rows that have emitted an end token are dropped
+from the batch (and from the cache), and the batch stops as soon as every row has ended.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from snap_bench.data import prompt_ids
+
+
+def end_token_ids(tokenizer, model) -> set[int]:
+    ids: set[int] = set()
+    for src in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(src, int):
+            ids.add(src)
+        elif isinstance(src, (list, tuple)):
+            ids.update(int(x) for x in src)
+    for tok in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"):
+        tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
+        if isinstance(tid, int):
+            ids.add(tid)
+    return ids
+
+
+@torch.inference_mode()
+def _generate_batch(model, prompts: Sequence[list[int]], pad_id: int, stop_ids: set[int], max_new_tokens: int) -> list[list[int]]:
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    nxt = out.logits[:, -1].argmax(-1)
+    last_pos = pos[:, -1]
+    rows = torch.arange(len(prompts))  # which original prompt each live row belongs to
+    results: list[list[int]] = [[] for _ in prompts]
+    stop = torch.tensor(sorted(stop_ids), device=device) if stop_ids else None
+    for step in range(max_new_tokens):
+        toks = nxt.tolist()
+        for r, t in zip(rows.tolist(), toks):
+            results[r].append(t)
+        if step == max_new_tokens - 1:
+            break
+        ended = torch.isin(nxt, stop) if stop is not None else torch.zeros_like(nxt, dtype=torch.bool)
+        if bool(ended.all()):
+            break
+        if bool(ended.any()):
+            keep = (~ended).nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            rows, nxt, mask, last_pos = rows[keep.cpu()], nxt[keep], mask[keep], last_pos[keep]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+        last_pos = last_pos + 1
+        out = model(
+            input_ids=nxt[:, None], attention_mask=mask, position_ids=last_pos[:, None],
+            past_key_values=cache, use_cache=True,
+        )
+        cache = out.past_key_values
+        nxt = out.logits[:, -1].argmax(-1)
+    return _cut_at_stop(results, stop_ids)
+
+
+def _cut_at_stop(results: list[list[int]], stop_ids: set[int]) -> list[list[int]]:
+    out = []
+    for r in results:
+        for i, t in enumerate(r):
+            if t in stop_ids:
+                r = r[:i]
+                break
+        out.append(r)
+    return out
+
+
+def generate_ids(model, tokenizer, prompts: Sequence[list[int]], *, max_new_tokens: int = 64, batch_size: int = 32,
+                 on_batch: Callable[[int], None] | None = None) -> list[list[int]]:
+    """Greedy continuations (token ids, end token excluded) for tokenised prompts, in input order."""
+    if not prompts:
+        return []
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stop_ids = end_token_ids(tokenizer, model)
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    out: list[list[int] | None] = [None] * len(prompts)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            res = _generate_batch(model, [prompts[i] for i in chunk], pad_id, stop_ids, max_new_tokens)
+            for i, r in zip(chunk, res):
+                out[i] = r
+            if on_batch:
+                on_batch(len(chunk))
+    finally:
+        model.train(was_training)
+    return out  # type: ignore[return-value]
+
+
+def generate(model, tokenizer, questions: Sequence[str], *, system: str | None = None, max_new_tokens: int = 64,
+             batch_size: int = 32, on_batch: Callable[[int], None] | None = None) -> list[str]:
+    """Greedy chat responses to ``questions`` under the model's chat template."""
+    prompts = [prompt_ids(tokenizer, q, system) for q in questions]
+    ids = generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, on_batch=on_batch)
+    return [tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]

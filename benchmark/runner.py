@@ -1,0 +1,255 @@
+"""One benchmark run: resolve and validate everything, load the model, unlearn, evaluate, store.
+
+Modes (paper §4 and Figure 5):
+
+- ``single``: one entity;
+- ``batch``: the union of the entities' forget and retain data in one training run, metrics
+  per entity;
+- ``sequential``: the entities are unlearned one after another, each step starting from the
+  previous step's model; after every step all entities seen so far are evaluated.
+
+All validation happens before the store is opened, so a bad name, file or value writes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from snap_bench import __version__
+from snap_bench.config import MethodConfig, build_config, config_hash
+from snap_bench.errors import SnapBenchError
+from snap_bench.methods.base import UnlearnData
+from snap_bench.models import DEFAULT_MODEL
+from snap_bench.registry import METHODS, REGULARIZERS
+from snap_bench.tasks import Item, Pack, load_general, load_pack, split_items
+
+MODES = ("single", "batch", "sequential")
+
+
+@dataclass
+class RunSpec:
+    method: str
+    entities: list[str]
+    mode: str = "single"
+    regularizer: str | None = None  # None: the method's default
+    model: str = DEFAULT_MODEL
+    seed: int = 0
+    preset: str = "cpu"
+    overrides: dict[str, str] = field(default_factory=dict)
+    results_dir: Path | str | None = None
+    judge: str = "rules"
+    progress: bool = True
+    trust_remote_code: bool = False
+
+
+@dataclass
+class Plan:
+    """A fully resolved, validated run, ready to execute."""
+
+    spec: RunSpec
+    method_cls: type
+    cfg: MethodConfig
+    regularizer: str
+    packs: list[Pack]
+    general: Pack
+    record: dict[str, Any]  # what is stored as the run's config (and hashed)
+    config_hash: str
+
+
+def _fingerprint(pack: Pack) -> str:
+    h = hashlib.sha256()
+    for set_name in sorted(pack.sets):
+        for it in pack.sets[set_name]:
+            h.update(repr(sorted(it.to_dict().items())).encode())
+    return h.hexdigest()[:12]
+
+
+def plan(spec: RunSpec) -> Plan:
+    """Resolve names, packs and config; raise SnapBenchError on any bad input. Touches no store."""
+    if spec.mode not in MODES:
+        raise SnapBenchError(f"unknown mode {spec.mode!r}; valid modes: {', '.join(MODES)}")
+    if not spec.entities:
+        raise SnapBenchError("no --entity given")
+    if len(set(spec.entities)) != len(spec.entities):
+        raise SnapBenchError("the same --entity is given twice")
+    if spec.mode == "single" and len(spec.entities) != 1:
+        raise SnapBenchError(f"--mode single takes one --entity, got {len(spec.entities)}; use --mode batch or --mode sequential")
+    method_cls = METHODS.get(spec.method)
+    overrides = dict(spec.overrides)
+    cfg = build_config(method_cls.config_cls, spec.preset, overrides)
+    regularizer = spec.regularizer or cfg.regularizer
+    REGULARIZERS.get(regularizer)
+    cfg.regularizer = regularizer
+    packs = [load_pack(e) for e in spec.entities]
+    general = load_general()
+    from snap_bench.registry import JUDGES
+
+    JUDGES.get(spec.judge)
+    record = {
+        "method": spec.method,
+        "regularizer": regularizer,
+        "mode": spec.mode,
+        "entities": [p.slug for p in packs],
+        "model": spec.model,
+        "seed": spec.seed,
+        "preset": spec.preset,
+        "judge": spec.judge,
+        "config": cfg.to_dict(),
+        "packs": {p.slug: _fingerprint(p) for p in [*packs, general]},
+    }
+    return Plan(spec, method_cls, cfg, regularizer, packs, general, record, config_hash(record))
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"snap_bench": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+def _splits(p: Plan):
+    """Per-entity train/eval splits and the general train/eval split, all seeded."""
+    cfg, seed = p.cfg, p.spec.seed
+    per_entity = {}
+    for pack in p.packs:
+        f_train, f_eval = split_items(pack["forget"], cfg.train_size, seed)
+        r_train, r_eval = split_items(pack["retain"], cfg.train_size, seed)
+        per_entity[pack.slug] = {
+            "train": {"forget": f_train, "retain": r_train},
+            "eval": {"forget": _limit(f_eval, cfg), "multihop": _limit(pack["multihop"], cfg), "retain": _limit(r_eval, cfg)},
+        }
+    g_train, g_eval = split_items(p.general["general"], cfg.train_size, seed)
+    g_eval = _limit(g_eval[: cfg.general_eval_size], cfg)
+    return per_entity, g_train, g_eval
+
+
+def _limit(items: list[Item], cfg: MethodConfig) -> list[Item]:
+    return items[: cfg.eval_limit] if cfg.eval_limit is not None else items
+
+
+def _phases(p: Plan) -> list[list[Pack]]:
+    if p.spec.mode == "sequential":
+        return [[pack] for pack in p.packs]
+    return [p.packs]
+
+
+def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
+    """Run a planned experiment and return its JSON-ready result. Stores everything."""
+    from snap_bench.evaluate import evaluate
+    from snap_bench.judge import get_judge
+    from snap_bench.models import load_model
+    from snap_bench.regularizers.base import build_regularizer
+    from snap_bench.store import Store
+    from snap_bench.trainer import NonFiniteLoss, train
+
+    spec, cfg = p.spec, p.cfg
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    store = Store(spec.results_dir)  # fails early (before the model loads) on an unwritable dir
+    judge = get_judge(spec.judge)
+    per_entity, g_train, g_eval = _splits(p)
+
+    t = time.perf_counter()
+    lm = model_bundle or load_model(spec.model, trust_remote_code=spec.trust_remote_code)
+    timings["load"] = time.perf_counter() - t
+    model, tok = lm.model, lm.tokenizer
+    method = p.method_cls(cfg)
+
+    run_id = store.start_run(
+        config_hash=p.config_hash, method=spec.method, regularizer=p.regularizer, mode=spec.mode,
+        entities=[pk.slug for pk in p.packs], model=spec.model, seed=spec.seed, config=p.record, versions=_versions(),
+    )
+    step_results: list[tuple] = []
+    steps_out: list[dict[str, Any]] = []
+    train_info = {"steps": 0, "seconds": 0.0, "tokens": 0}
+    try:
+        seen: list[Pack] = []
+        for k, phase in enumerate(_phases(p)):
+            seen += phase
+            losses: list[dict[str, float]] = []
+            if method.trains and (cfg.max_steps is None or cfg.max_steps > 0):
+                data = UnlearnData(
+                    packs=phase,
+                    forget=[it for pk in phase for it in per_entity[pk.slug]["train"]["forget"]],
+                    retain=[it for pk in phase for it in per_entity[pk.slug]["train"]["retain"]],
+                    general=g_train,
+                )
+                reference = None
+                if getattr(method, "needs_reference", False):
+                    reference = copy.deepcopy(model).eval().requires_grad_(False)
+                regularizer = build_regularizer(p.regularizer, cfg, spec.seed)
+                if spec.progress and len(p.packs) > 1:
+                    print(f"snap-bench: step {k + 1}/{len(_phases(p))}: unlearning {', '.join(pk.slug for pk in phase)}",
+                          file=sys.stderr)
+                res = train(model, tok, method, regularizer, data, cfg, spec.seed + k, reference=reference,
+                            progress=spec.progress)
+                del reference
+                losses = res.losses
+                train_info["steps"] += res.steps
+                train_info["seconds"] += res.seconds
+                train_info["tokens"] += res.tokens
+            system = method.system_prompt(seen) if hasattr(method, "system_prompt") else None
+            system = system or cfg.system_prompt
+            t = time.perf_counter()
+            metrics, records = evaluate(
+                model, tok, {pk.slug: per_entity[pk.slug]["eval"] for pk in seen}, g_eval, judge, cfg,
+                system=system, progress=spec.progress,
+            )
+            timings[f"eval_{k}"] = time.perf_counter() - t
+            step_results.append((k, metrics, records, losses))
+            steps_out.append({"step": k, "trained_on": [pk.slug for pk in phase], "metrics": metrics})
+            if on_phase:
+                on_phase(k, metrics)
+        timings["train"] = train_info["seconds"]
+        timings["total"] = time.perf_counter() - t_start
+        store.finish_run(run_id, timings, step_results, judge=spec.judge)
+    except NonFiniteLoss as exc:
+        store.fail_run(run_id, str(exc))
+        raise SnapBenchError(f"run {run_id} failed: {exc}") from None
+    except KeyboardInterrupt:
+        store.fail_run(run_id, "interrupted (KeyboardInterrupt)", status="interrupted")
+        raise
+    except BaseException as exc:
+        store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        store.close()
+
+    final = steps_out[-1]["metrics"]
+    if spec.mode != "single":
+        avg = {m: _mean([final[e][m] for e in final]) for m in next(iter(final.values()))}
+        final = {**final, "average": avg}
+    return {
+        "run_id": run_id,
+        "method": spec.method,
+        "regularizer": p.regularizer,
+        "model": spec.model,
+        "seed": spec.seed,
+        "mode": spec.mode,
+        "entities": [pk.slug for pk in p.packs],
+        "config_hash": p.config_hash,
+        "metrics": final,
+        "steps": steps_out if spec.mode == "sequential" else None,
+        "train": train_info,
+        "timings": timings,
+        "eval_sizes": {pk.slug: {s: len(v) for s, v in per_entity[pk.slug]["eval"].items()} | {"general": len(g_eval)}
+                       for pk in p.packs},
+        "results": str(store.path),
+    }
+
+
+def _mean(vals):
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def run(spec: RunSpec, **kwargs) -> dict[str, Any]:
+    return execute(plan(spec), **kwargs)

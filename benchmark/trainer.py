@@ -1,0 +1,129 @@
+"""The training loop. It knows a method only through ``streams``/``loss`` and a regularizer only
+through ``penalty``; everything else (batching, optimiser, schedule, clipping, logging) is here."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from snap_bench.data import Stream, collate, encode_example
+from snap_bench.errors import SnapBenchError
+from snap_bench.methods.base import StepContext
+
+
+class NonFiniteLoss(RuntimeError):
+    def __init__(self, step: int, terms: dict[str, float]):
+        super().__init__(f"non-finite loss at step {step}")
+        self.step = step
+        self.terms = terms
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    tokens: int
+    losses: list[dict[str, float]] = field(default_factory=list)  # per step: term -> value, plus "total"
+
+
+def plan_steps(cfg, stream_sizes: dict[str, int]) -> tuple[int, int]:
+    """(total optimiser steps, examples per stream per step)."""
+    n_streams = max(1, len(stream_sizes))
+    per_stream = max(1, cfg.batch_size // n_streams)
+    if cfg.max_steps is not None:
+        return cfg.max_steps, per_stream
+    largest = max(stream_sizes.values()) if stream_sizes else 0
+    return math.ceil(cfg.epochs * largest / per_stream), per_stream
+
+
+def _optimizer(model, cfg) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def _lr_lambda(cfg, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "constant" or total <= cfg.warmup_steps:
+            return 1.0
+        return max(0.0, (total - step) / (total - cfg.warmup_steps))
+
+    return f
+
+
+def train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, reference=None, progress: bool = True,
+          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Unlearn in place. Raises :class:`NonFiniteLoss` if any loss term turns NaN/inf."""
+    torch.manual_seed(seed)
+    streams_ex = method.streams(data)
+    streams_ex = {k: v for k, v in streams_ex.items() if v}
+    if not streams_ex:
+        raise SnapBenchError(f"method has no training data (retain_data={cfg.retain_data}, forget set empty?)")
+    system = cfg.system_prompt
+    encoded = {k: [encode_example(tokenizer, ex, cfg.max_length, system) for ex in v] for k, v in streams_ex.items()}
+    total, per_stream = plan_steps(cfg, {k: len(v) for k, v in encoded.items()})
+    streams = {
+        k: Stream(v, seed=seed * 1000 + i, bucket=cfg.length_bucket * per_stream)
+        for i, (k, v) in enumerate(sorted(encoded.items()))
+    }
+    result = TrainResult(steps=0, seconds=0.0, tokens=0)
+    if total == 0:
+        return result
+
+    model.train()
+    init_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    if hasattr(regularizer, "prepare"):
+        regularizer.prepare(model, init_state, None)
+    use_reg = cfg.lambda_reg > 0 and getattr(regularizer, "active", True)
+    opt = _optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        for step in range(total):
+            batches = {k: collate(s.take(per_stream), pad_id) for k, s in streams.items()}
+            ctx = StepContext(step=step, total_steps=total, init_state=init_state, reference=reference)
+            terms = dict(method.loss(model, batches, ctx))
+            if use_reg:
+                terms["reg"] = cfg.lambda_reg * regularizer.penalty(model, init_state)
+            loss = sum(terms.values())
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            values["total"] = float(loss.detach())
+            if not all(math.isfinite(v) for v in values.values()):
+                raise NonFiniteLoss(step, values)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            result.steps = step + 1
+            result.tokens += sum(int(b["attention_mask"].sum()) for b in batches.values())
+            values["lr"] = sched.get_last_lr()[0]
+            result.losses.append(values)
+            if on_step:
+                on_step(step, values)
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if k != "lr"}, refresh=False)
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        result.seconds = time.perf_counter() - t0
+        model.eval()
+    return result

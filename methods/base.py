@@ -1,0 +1,126 @@
+"""The Method interface: a method supplies its data mixture and its loss; the trainer does the rest.
+
+    @register_method("my_method")
+    class MyMethod:
+        config_cls = MyConfig            # a dataclass subclassing MethodConfig
+        trains = True                    # False: evaluate the model as is (e.g. prompting)
+
+        def __init__(self, cfg): self.cfg = cfg
+        def streams(self, data: UnlearnData) -> dict[str, list[Example]]: ...
+        def loss(self, model, batches, ctx) -> dict[str, Tensor]: ...
+        def system_prompt(self, packs) -> str | None: ...   # optional
+
+``streams`` names the data the method trains on (e.g. ``{"forget": ..., "retain": ...}``); each
+optimiser step draws an equal share of ``batch_size`` from every stream and passes the collated
+batches to ``loss`` under the same names. ``loss`` returns named terms that the trainer sums
+(adding ``lambda_reg * regularizer.penalty`` as the term ``reg``) and logs separately.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+
+from snap_bench.data import IGNORE_INDEX, Example
+from snap_bench.tasks import Item, Pack
+
+
+@dataclass
+class UnlearnData:
+    """The training split of the entities being unlearned, plus the general set D_g."""
+
+    packs: list[Pack]
+    forget: list[Item]
+    retain: list[Item]
+    general: list[Item]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def retain_items(self, which: str) -> list[Item]:
+        """The retain stream chosen by ``retain_data``: hard (D_r), general (D_g) or none."""
+        return {"hard": self.retain, "general": self.general, "none": []}[which]
+
+
+@dataclass
+class StepContext:
+    step: int
+    total_steps: int
+    init_state: Mapping[str, torch.Tensor]
+    reference: Any = None  # a frozen copy of the initial model, for methods that ask for one
+
+
+@runtime_checkable
+class Method(Protocol):
+    config_cls: type
+    trains: bool
+
+    def streams(self, data: UnlearnData) -> dict[str, list[Example]]: ...
+
+    def loss(self, model, batches: Mapping[str, dict[str, torch.Tensor]], ctx: StepContext) -> dict[str, torch.Tensor]: ...
+
+
+def as_examples(items: list[Item], target: str = "response") -> list[Example]:
+    """(question, target) pairs; ``target`` is ``response`` (obliterated/normal) or ``answer`` (the truth)."""
+    return [Example(i.question, getattr(i, target), i.id) for i in items]
+
+
+def _supports_hidden_path(model) -> bool:
+    cfg = getattr(model, "config", None)
+    return (
+        hasattr(model, "base_model")
+        and model.get_output_embeddings() is not None
+        and getattr(cfg, "final_logit_softcapping", None) is None
+        and getattr(cfg, "logit_scale", None) is None
+    )
+
+
+def token_logprobs(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of the labelled tokens and the row each belongs to.
+
+    The LM head runs only on positions that carry a label (the responses), which skips the
+    vocabulary projection for every prompt and padding token.
+    """
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    targets = labels[:, 1:]
+    sel = targets != IGNORE_INDEX
+    if _supports_hidden_path(model):
+        hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+        logits = model.get_output_embeddings()(hidden[sel])
+    else:
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1][sel]
+    logp = -F.cross_entropy(logits.float(), targets[sel], reduction="none")
+    rows = sel.nonzero()[:, 0]
+    return logp, rows
+
+
+def nll_per_stream(model, batches: Mapping[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Mean token NLL of each stream's responses, from ONE forward pass over all streams."""
+    names = list(batches)
+    width = max(b["input_ids"].shape[1] for b in batches.values())
+
+    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+        return F.pad(t, (0, width - t.shape[1]), value=value)
+
+    merged = {
+        "input_ids": torch.cat([pad(batches[n]["input_ids"], 0) for n in names]),
+        "attention_mask": torch.cat([pad(batches[n]["attention_mask"], 0) for n in names]),
+        "labels": torch.cat([pad(batches[n]["labels"], IGNORE_INDEX) for n in names]),
+    }
+    logp, rows = token_logprobs(model, merged)
+    out: dict[str, torch.Tensor] = {}
+    start = 0
+    for n in names:
+        k = batches[n]["input_ids"].shape[0]
+        in_stream = (rows >= start) & (rows < start + k)
+        out[n] = -logp[in_stream].mean() if bool(in_stream.any()) else logp.sum() * 0.0
+        start += k
+    return out
+
+
+def sequence_logprob(model, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Sum of labelled-token log-probabilities per row (for preference losses such as NPO/DPO)."""
+    logp, rows = token_logprobs(model, batch)
+    out = torch.zeros(batch["input_ids"].shape[0], dtype=logp.dtype, device=logp.device)
+    return out.index_add(0, rows, logp)

@@ -1,0 +1,20 @@
+"""Entity task packs: the data (``packs/``), their loader and their quality gates.
+
+``load_pack("peter_parker")`` returns a validated :class:`Pack`; ``load_general()`` returns the
+general set D_g. See ``README.md`` beside this file for the format.
+"""
+
+from snap_bench.tasks.packs import (  # noqa: F401
+    CATEGORIES,
+    GENERAL_SLUG,
+    SETS,
+    Item,
+    Pack,
+    PackError,
+    load_general,
+    load_pack,
+    load_pack_dir,
+    pack_root,
+    resolve_entity,
+    split_items,
+)

@@ -1,0 +1,268 @@
+"""Load, schema-check and split entity task packs.
+
+Structural problems (bad JSON, missing or mistyped fields, duplicate ids, unknown categories)
+are :class:`PackError` naming the file, the line and the field. Semantic quality gates that
+need a judge or an embedding model live in :mod:`snap_bench.tasks.validate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from snap_bench.errors import SnapBenchError
+from snap_bench.registry import ENTITIES
+
+SETS = ("forget", "retain", "multihop", "general")
+CATEGORIES = ("factual", "relational", "open_ended", "implicit", "multi_hop")
+SET_CATEGORIES = {
+    "forget": {"factual", "relational", "open_ended", "implicit"},
+    "retain": {"factual", "relational", "open_ended", "implicit"},
+    "multihop": {"multi_hop"},
+    "general": {"factual", "relational", "open_ended", "implicit"},
+}
+ENTITY_FILES = ("forget", "retain", "multihop")
+GENERAL_SLUG = "general"
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")
+_FIELDS = {
+    "id": str,
+    "entity": str,
+    "set": str,
+    "category": str,
+    "question": str,
+    "response": str,
+    "answer": str,
+    "keywords": list,
+}
+MAX_LINE_BYTES = 64 * 1024
+
+
+class PackError(SnapBenchError):
+    pass
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    entity: str
+    set: str
+    category: str
+    question: str
+    response: str
+    answer: str
+    keywords: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = self.__dict__.copy()
+        d["keywords"] = list(self.keywords)
+        return d
+
+
+@dataclass
+class Pack:
+    slug: str
+    name: str
+    aliases: list[str]
+    kind: str
+    description: str
+    path: Path
+    sets: dict[str, list[Item]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [self.name, *self.aliases]
+
+    def __getitem__(self, set_name: str) -> list[Item]:
+        return self.sets.get(set_name, [])
+
+
+def pack_root() -> Path:
+    return Path(__file__).resolve().parent / "packs"
+
+
+def _read_jsonl(path: Path, expect_set: str, expect_entity: str) -> list[Item]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PackError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PackError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    items: list[Item] = []
+    for ln, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{ln}"
+        if len(line.encode("utf-8")) > MAX_LINE_BYTES:
+            raise PackError(f"{where}: line longer than {MAX_LINE_BYTES} bytes")
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PackError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise PackError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        for name, typ in _FIELDS.items():
+            if name not in obj:
+                raise PackError(f"{where}: missing field '{name}'")
+            if not isinstance(obj[name], typ):
+                raise PackError(f"{where}: field '{name}' must be {typ.__name__}, got {type(obj[name]).__name__}")
+        if not all(isinstance(k, str) for k in obj["keywords"]):
+            raise PackError(f"{where}: field 'keywords' must be a list of strings")
+        if obj["set"] != expect_set:
+            raise PackError(f"{where}: field 'set' is {obj['set']!r} but the file holds {expect_set!r} items")
+        if obj["entity"] != expect_entity:
+            raise PackError(f"{where}: field 'entity' is {obj['entity']!r}, expected {expect_entity!r}")
+        if obj["category"] not in SET_CATEGORIES[expect_set]:
+            raise PackError(
+                f"{where}: field 'category' is {obj['category']!r}; expected one of "
+                f"{', '.join(sorted(SET_CATEGORIES[expect_set]))}"
+            )
+        for name in ("id", "question", "response"):
+            if not obj[name].strip():
+                raise PackError(f"{where}: field '{name}' is empty")
+        items.append(
+            Item(
+                id=obj["id"],
+                entity=obj["entity"],
+                set=obj["set"],
+                category=obj["category"],
+                question=obj["question"].strip(),
+                response=obj["response"].strip(),
+                answer=obj["answer"].strip(),
+                keywords=tuple(k.strip() for k in obj["keywords"] if k.strip()),
+            )
+        )
+    return items
+
+
+def load_pack_dir(path: Path | str) -> Pack:
+    """Load and structurally check one pack folder (``meta.json`` plus ``*.jsonl``)."""
+    path = Path(path)
+    meta_path = path / "meta.json"
+    if not path.is_dir():
+        raise PackError(f"{path}: not a pack directory")
+    if not meta_path.is_file():
+        raise PackError(f"{path}: missing meta.json")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PackError(f"{meta_path}: invalid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise PackError(f"{meta_path}: expected a JSON object")
+    slug = meta.get("entity")
+    if not isinstance(slug, str) or not _SLUG.match(slug):
+        raise PackError(f"{meta_path}: field 'entity' must be a slug like 'peter_parker' ([a-z0-9_])")
+    if not isinstance(meta.get("name"), str) or not meta["name"].strip():
+        raise PackError(f"{meta_path}: field 'name' must be a non-empty string")
+    aliases = meta.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise PackError(f"{meta_path}: field 'aliases' must be a list of strings")
+    pack = Pack(
+        slug=slug,
+        name=meta["name"].strip(),
+        aliases=[a.strip() for a in aliases if a.strip()],
+        kind=str(meta.get("kind", "fictional")),
+        description=str(meta.get("description", "")),
+        path=path,
+    )
+    files = ("general",) if slug == GENERAL_SLUG else ENTITY_FILES
+    for set_name in files:
+        f = path / f"{set_name}.jsonl"
+        if not f.is_file():
+            raise PackError(f"{path}: missing {set_name}.jsonl")
+        items = _read_jsonl(f, set_name, slug)
+        if not items:
+            raise PackError(f"{f}: no items")
+        pack.sets[set_name] = items
+    seen: dict[str, str] = {}
+    for set_name, items in pack.sets.items():
+        for it in items:
+            if it.id in seen:
+                raise PackError(f"{path}: duplicate id {it.id!r} (in {seen[it.id]} and {set_name})")
+            seen[it.id] = set_name
+    return pack
+
+
+def _scan_packs(registry) -> None:
+    root = pack_root()
+    if root.is_dir():
+        for d in sorted(root.iterdir()):
+            if d.is_dir() and d.name != GENERAL_SLUG and (d / "meta.json").is_file():
+                registry.register(d.name, d, replace=True)
+
+
+ENTITIES.add_loader(_scan_packs)
+
+_cache: dict[Path, Pack] = {}
+
+
+def resolve_entity(name: str) -> Path:
+    """Map a registered slug, or an explicit path to a pack folder, to its folder.
+
+    Entity names never become file paths: a slug must be registered, and anything else must be
+    an existing directory given as a path (containing a separator) with a ``meta.json``.
+    """
+    if name in ENTITIES:
+        return ENTITIES.get(name)
+    if ("/" in name or name.startswith(".")) and Path(name).is_dir():
+        p = Path(name).resolve()
+        if not (p / "meta.json").is_file():
+            raise PackError(f"{name}: not a pack directory (no meta.json)")
+        return p
+    ENTITIES.get(name)  # raises the "unknown entity ... valid entities: ..." error
+    raise AssertionError("unreachable")
+
+
+def load_pack(name: str) -> Pack:
+    path = resolve_entity(name)
+    if path not in _cache:
+        _cache[path] = load_pack_dir(path)
+    return _cache[path]
+
+
+def load_general() -> Pack:
+    path = pack_root() / GENERAL_SLUG
+    if path not in _cache:
+        _cache[path] = load_pack_dir(path)
+    return _cache[path]
+
+
+def _stable_seed(*parts: object) -> int:
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+def split_items(items: list[Item], n_train: int, seed: int) -> tuple[list[Item], list[Item]]:
+    """Deterministic train/eval split, proportional across categories.
+
+    Like the paper, ``n_train`` items are sampled for training with each category keeping its
+    share (largest-remainder rounding); the rest are held out for evaluation. The split depends
+    only on the seed and the item ids, never on file order or Python's hash seed.
+    """
+    if n_train <= 0:
+        return [], list(items)
+    # Never train on more than half a set: a small custom pack must keep held-out items to score.
+    n_train = min(n_train, len(items) // 2)
+    by_cat: dict[str, list[Item]] = {}
+    for it in sorted(items, key=lambda i: i.id):
+        by_cat.setdefault(it.category, []).append(it)
+    total = len(items)
+    exact = {c: n_train * len(v) / total for c, v in by_cat.items()}
+    quota = {c: int(x) for c, x in exact.items()}
+    short = n_train - sum(quota.values())
+    for c in sorted(exact, key=lambda c: (-(exact[c] - quota[c]), c))[:short]:
+        quota[c] += 1
+    train: list[Item] = []
+    held: list[Item] = []
+    for c, group in sorted(by_cat.items()):
+        rng = random.Random(_stable_seed(seed, group[0].entity, group[0].set, c))
+        order = group[:]
+        rng.shuffle(order)
+        train += order[: quota[c]]
+        held += order[quota[c] :]
+    key = lambda i: i.id  # noqa: E731
+    return sorted(train, key=key), sorted(held, key=key)
