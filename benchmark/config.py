@@ -17,7 +17,7 @@ from typing import Any
 
 from snap_bench.errors import SnapBenchError
 
-RETAIN_DATA = ("hard", "general", "none")
+RETAIN_DATA = ("hard", "general", "hard+general", "none")
 
 
 @dataclass
@@ -47,7 +47,8 @@ class MethodConfig:
     train_size: int = 100
     """Items sampled per training set, proportional across categories (paper: 100); the rest are eval."""
     retain_data: str = "hard"
-    """Retain stream: ``hard`` (related D_r, the paper's HardRDA), ``general`` (D_g; Figure 4) or ``none`` (−HardRDA)."""
+    """Retain stream: ``hard`` (related D_r, the paper's HardRDA), ``general`` (D_g; Figure 4), ``hard+general``
+    (both in one stream) or ``none`` (−HardRDA)."""
     length_bucket: int = 8
     """Examples are ordered by length within chunks of ``length_bucket * batch`` draws, to cut padding."""
 

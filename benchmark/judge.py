@@ -46,7 +46,7 @@ _CONTRACTIONS = [
     (r"\bcan not\b", "cannot"), (r"\s+", " "),
 ]
 
-_SUBJ = r"(?:i|we)"
+_SUBJ = r"(?:i|we)(?: (?:simply|just|really|honestly|actually|truly|unfortunately|currently|genuinely|sadly))?"
 _VERB = (r"(?:answer|anwser|answr|provide|share|help|say|tell|discuss|comment|give|offer|assist|disclose|identify|confirm|"
          r"speak|talk|determine|respond|reply|know|go|get|elaborate|explain|describe|recall|find|access|verify|name|list|"
          r"reveal|divulge|supply|fulfil|fulfill|do|support|write|produce|create|generate|weigh|make|speculate|process)")

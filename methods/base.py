@@ -39,8 +39,8 @@ class UnlearnData:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def retain_items(self, which: str) -> list[Item]:
-        """The retain stream chosen by ``retain_data``: hard (D_r), general (D_g) or none."""
-        return {"hard": self.retain, "general": self.general, "none": []}[which]
+        """The retain stream chosen by ``retain_data``: hard (D_r), general (D_g), both, or none."""
+        return {"hard": self.retain, "general": self.general, "hard+general": self.retain + self.general, "none": []}[which]
 
 
 @dataclass
