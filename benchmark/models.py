@@ -154,6 +154,17 @@ def _has_pickle_only(path: Path) -> bool:
     return has_pickle and not has_st
 
 
+def check_model_spec(spec: str) -> None:
+    """Reject a model argument that is neither a preset, an existing directory nor an org/name hub id."""
+    if spec in MODELS or Path(spec).exists():
+        return
+    if "/" in spec and not spec.startswith((".", "/")) and spec.count("/") == 1:
+        return
+    raise SnapBenchError(
+        f"unknown model {spec!r}; valid presets: {', '.join(MODELS.names())} (or a local directory or an org/name Hugging Face id)"
+    )
+
+
 def load_model(spec: str = DEFAULT_MODEL, *, trust_remote_code: bool = False, allow_pickle: bool = False,
                dtype: str = "float32") -> LoadedModel:
     """Load a preset, a local directory or a Hugging Face id, plus its tokenizer."""

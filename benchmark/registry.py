@@ -34,8 +34,9 @@ class Registry(Generic[T]):
     in ``methods/`` with a ``@register_method`` decorator and no edit anywhere else.
     """
 
-    def __init__(self, kind: str, packages: Iterable[str] = ()):
+    def __init__(self, kind: str, packages: Iterable[str] = (), plural: str | None = None):
         self.kind = kind
+        self.plural = plural or f"{kind}s"
         self._packages = tuple(packages)
         self._items: dict[str, T] = {}
         self._discovered = False
@@ -75,7 +76,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}; valid {self.plural}: {', '.join(self.names())}"
             ) from None
 
     def __contains__(self, name: str) -> bool:
@@ -128,7 +129,7 @@ def load_plugins() -> None:
 
 METHODS: Registry = Registry("method", ["snap_bench.methods"])
 REGULARIZERS: Registry = Registry("regularizer", ["snap_bench.regularizers"])
-ENTITIES: Registry = Registry("entity", ["snap_bench.tasks"])
+ENTITIES: Registry = Registry("entity", ["snap_bench.tasks"], plural="entities")
 MODELS: Registry = Registry("model", ["snap_bench.models"])
 JUDGES: Registry = Registry("judge", ["snap_bench.judge"])
 

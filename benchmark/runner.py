@@ -89,6 +89,9 @@ def plan(spec: RunSpec) -> Plan:
     cfg.regularizer = regularizer
     packs = [load_pack(e) for e in spec.entities]
     general = load_general()
+    from snap_bench.models import check_model_spec
+
+    check_model_spec(spec.model)
     from snap_bench.registry import JUDGES
 
     JUDGES.get(spec.judge)
@@ -189,8 +192,15 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
                 if spec.progress and len(p.packs) > 1:
                     print(f"snap-bench: step {k + 1}/{len(_phases(p))}: unlearning {', '.join(pk.slug for pk in phase)}",
                           file=sys.stderr)
-                res = train(model, tok, method, regularizer, data, cfg, spec.seed + k, reference=reference,
-                            progress=spec.progress)
+                # A method with its own procedure (e.g. SKU's two stages) supplies ``unlearn``; it
+                # returns a TrainResult like the shared loop does.
+                trainer = getattr(method, "unlearn", None)
+                if trainer is not None:
+                    res = trainer(model, tok, data, regularizer=regularizer, seed=spec.seed + k, reference=reference,
+                                  progress=spec.progress)
+                else:
+                    res = train(model, tok, method, regularizer, data, cfg, spec.seed + k, reference=reference,
+                                progress=spec.progress)
                 del reference
                 losses = res.losses
                 train_info["steps"] += res.steps

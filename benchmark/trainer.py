@@ -24,6 +24,23 @@ class NonFiniteLoss(RuntimeError):
 
 
 @dataclass
+class PrepareContext:
+    """What a regularizer's ``prepare`` may use (e.g. the Fisher pass over retain data)."""
+
+    tokenizer: object
+    encoded: dict[str, list[dict[str, list[int]]]]  # stream name -> encoded examples
+    pad_id: int
+    cfg: object
+    seed: int
+
+    def batches(self, stream: str, size: int):
+        """Collated batches over one stream, in order (no shuffling)."""
+        items = self.encoded.get(stream, [])
+        for i in range(0, len(items), size):
+            yield collate(items[i : i + size], self.pad_id)
+
+
+@dataclass
 class TrainResult:
     steps: int
     seconds: float
@@ -31,14 +48,20 @@ class TrainResult:
     losses: list[dict[str, float]] = field(default_factory=list)  # per step: term -> value, plus "total"
 
 
-def plan_steps(cfg, stream_sizes: dict[str, int]) -> tuple[int, int]:
-    """(total optimiser steps, examples per stream per step)."""
-    n_streams = max(1, len(stream_sizes))
-    per_stream = max(1, cfg.batch_size // n_streams)
+def plan_steps(cfg, stream_sizes: dict[str, int]) -> tuple[int, dict[str, int]]:
+    """(total optimiser steps, examples drawn from each stream per step).
+
+    The ``forget`` stream gets one share of ``batch_size`` and every other stream
+    ``retain_ratio`` shares, so the unlearning/retaining balance is one knob. ``epochs`` counts
+    passes over the forget stream (or the largest stream when there is no forget stream).
+    """
+    weights = {k: (1.0 if k == "forget" else cfg.retain_ratio) for k in stream_sizes}
+    total_w = sum(weights.values()) or 1.0
+    per_stream = {k: max(1, round(cfg.batch_size * w / total_w)) for k, w in weights.items()}
     if cfg.max_steps is not None:
         return cfg.max_steps, per_stream
-    largest = max(stream_sizes.values()) if stream_sizes else 0
-    return math.ceil(cfg.epochs * largest / per_stream), per_stream
+    anchor = "forget" if "forget" in stream_sizes else max(stream_sizes, key=stream_sizes.get)
+    return math.ceil(cfg.epochs * stream_sizes[anchor] / per_stream[anchor]), per_stream
 
 
 def _optimizer(model, cfg) -> torch.optim.Optimizer:
@@ -73,21 +96,21 @@ def train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, refere
     encoded = {k: [encode_example(tokenizer, ex, cfg.max_length, system) for ex in v] for k, v in streams_ex.items()}
     total, per_stream = plan_steps(cfg, {k: len(v) for k, v in encoded.items()})
     streams = {
-        k: Stream(v, seed=seed * 1000 + i, bucket=cfg.length_bucket * per_stream)
+        k: Stream(v, seed=seed * 1000 + i, bucket=cfg.length_bucket * per_stream[k])
         for i, (k, v) in enumerate(sorted(encoded.items()))
     }
     result = TrainResult(steps=0, seconds=0.0, tokens=0)
     if total == 0:
         return result
 
-    model.train()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     init_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    if hasattr(regularizer, "prepare"):
-        regularizer.prepare(model, init_state, None)
     use_reg = cfg.lambda_reg > 0 and getattr(regularizer, "active", True)
+    if use_reg and hasattr(regularizer, "prepare"):
+        regularizer.prepare(model, init_state, PrepareContext(tokenizer, encoded, pad_id, cfg, seed))
+    model.train()
     opt = _optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -96,7 +119,7 @@ def train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, refere
     t0 = time.perf_counter()
     try:
         for step in range(total):
-            batches = {k: collate(s.take(per_stream), pad_id) for k, s in streams.items()}
+            batches = {k: collate(s.take(per_stream[k]), pad_id) for k, s in streams.items()}
             ctx = StepContext(step=step, total_steps=total, init_state=init_state, reference=reference)
             terms = dict(method.loss(model, batches, ctx))
             if use_reg:
