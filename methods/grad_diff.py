@@ -1,0 +1,59 @@
+"""Gradient difference: gradient ascent on the forget answers plus gradient descent on retain data.
+
+"Continual Learning and Private Unlearning" (Liu, Liu and Stone, CoLLAs 2022, arXiv 2203.12817)
+and TOFU's "Grad. Diff." baseline (Maini et al. 2024, arXiv 2401.06121, §4):
+
+    L = −NLL(forget questions → their TRUE answers) + w·NLL(retain questions → their answers)
+
+with w = 1 as in TOFU (the two terms are summed with equal weight) and no regularizer. Which
+retain data is used follows ``retain_data`` (default the entity's hard retain set D_r); with
+``retain_data=none`` only the ascent term remains, i.e. plain ``gradient_ascent``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from snap_bench.config import MethodConfig
+from snap_bench.errors import SnapBenchError
+from snap_bench.methods.base import StepContext, UnlearnData, as_examples, nll_per_stream
+from snap_bench.registry import register_method
+
+
+@dataclass
+class GradDiffConfig(MethodConfig):
+    """Gradient difference's settings: the shared fields plus the retain weight."""
+
+    regularizer: str = "none"
+    """TOFU's baseline has no regularizer; ``--regularizer`` adds one."""
+    retain_weight: float = 1.0
+    """Weight w of the retain NLL term (TOFU: 1, an unweighted sum of the two losses)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if not (self.retain_weight >= 0 and math.isfinite(self.retain_weight)):
+            raise SnapBenchError(f"--set retain_weight={self.retain_weight}: must be >= 0")
+
+
+@register_method("grad_diff")
+class GradDiff:
+    config_cls = GradDiffConfig
+    trains = True
+
+    def __init__(self, cfg: GradDiffConfig):
+        self.cfg = cfg
+
+    def streams(self, data: UnlearnData):
+        streams = {"forget": as_examples(data.forget, "answer")}
+        retain = data.retain_items(self.cfg.retain_data)
+        if retain:
+            streams["retain"] = as_examples(retain, "response")
+        return streams
+
+    def loss(self, model, batches, ctx: StepContext):
+        nll = nll_per_stream(model, batches)  # one forward pass over both streams
+        terms = {"forget": -nll["forget"]}
+        if "retain" in nll:
+            terms["retain"] = self.cfg.retain_weight * nll["retain"]
+        return terms

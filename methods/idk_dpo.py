@@ -1,0 +1,126 @@
+"""IdkDPO: DPO preferring the obliterated response over the true answer on forget questions, plus retain NLL.
+
+Direct Preference Optimization (Rafailov et al. 2023, arXiv 2305.18290) with, for each forget
+question x, chosen y_w = the obliterated response ("I'm sorry, but I don't have any information
+about ...") and rejected y_l = the TRUE answer; the reference is the initial model, frozen:
+
+    L_DPO = −E[ log σ( β·[(log πθ(y_w|x) − log π_ref(y_w|x)) − (log πθ(y_l|x) − log π_ref(y_l|x))] ) ]
+
+β = 0.1. This is the "IDK" preference baseline of TOFU (Maini et al. 2024, arXiv 2401.06121) and of
+NPO (Zhang et al. 2024, arXiv 2404.05868, "DPO+RT"), where the retain NLL is added with weight 1:
+L = L_DPO + w·NLL(retain), w = ``retain_weight`` = 1 (0 drops the retain stream). No regularizer by
+default.
+
+Pairing: the shared trainer draws every stream independently and hands ``loss`` collated token
+batches, so the rejected answer is not in the batch. ``unlearn`` (called by the runner instead of
+the trainer) therefore encodes every forget question's rejected answer with the tokenizer, keyed
+by the question's prompt tokens, and then runs the shared training loop unchanged; ``loss``
+rebuilds the rejected batch from the chosen batch's prompts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from snap_bench.config import MethodConfig
+from snap_bench.data import IGNORE_INDEX, Example, collate, encode_example
+from snap_bench.errors import SnapBenchError
+from snap_bench.methods.base import StepContext, UnlearnData, as_examples, nll_per_stream, sequence_logprob
+from snap_bench.registry import register_method
+
+
+def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
+             beta: float) -> torch.Tensor:
+    """−mean log σ(β·((chosen − ref_chosen) − (rejected − ref_rejected))) over pairs of summed log-probs."""
+    return -F.logsigmoid(beta * ((chosen - ref_chosen) - (rejected - ref_rejected))).mean()
+
+
+def prompt_key(input_ids, labels, attention_mask=None) -> tuple[int, ...]:
+    """The prompt tokens of one encoded example: everything before its first labelled token."""
+    ids, labels = list(map(int, input_ids)), list(map(int, labels))
+    if attention_mask is not None:
+        n = int(sum(int(m) for m in attention_mask))
+        ids, labels = ids[:n], labels[:n]
+    first = next((i for i, lab in enumerate(labels) if lab != IGNORE_INDEX), len(ids))
+    return tuple(ids[:first])
+
+
+@dataclass
+class IdkDpoConfig(MethodConfig):
+    """IdkDPO's settings: the shared fields plus β and the retain weight."""
+
+    regularizer: str = "none"
+    """No parameter regularizer by default (the reference model anchors the loss)."""
+    beta: float = 0.1
+    """Inverse temperature β of DPO (Rafailov et al. and the TOFU/NPO baselines: 0.1)."""
+    retain_weight: float = 1.0
+    """Weight of the retain NLL term (TOFU / NPO's DPO+RT: 1, an unweighted sum); 0 = DPO alone."""
+
+    def validate(self) -> None:
+        super().validate()
+        if not (self.beta > 0 and math.isfinite(self.beta)):
+            raise SnapBenchError(f"--set beta={self.beta}: must be a positive number")
+        if not (self.retain_weight >= 0 and math.isfinite(self.retain_weight)):
+            raise SnapBenchError(f"--set retain_weight={self.retain_weight}: must be >= 0")
+
+
+@register_method("idk_dpo")
+class IdkDpo:
+    config_cls = IdkDpoConfig
+    trains = True
+    needs_reference = True
+
+    def __init__(self, cfg: IdkDpoConfig):
+        self.cfg = cfg
+        self._rejected: dict[tuple[int, ...], dict[str, list[int]]] = {}
+        self._pad_id = 0
+
+    def streams(self, data: UnlearnData):
+        streams = {"forget": as_examples(data.forget, "response")}  # chosen: the obliterated response
+        retain = data.retain_items(self.cfg.retain_data) if self.cfg.retain_weight > 0 else []
+        if retain:
+            streams["retain"] = as_examples(retain, "response")
+        return streams
+
+    def index_rejected(self, tokenizer, data: UnlearnData) -> None:
+        """Encode each forget question's true answer, keyed by the chosen example's prompt tokens."""
+        cfg = self.cfg
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self._rejected = {}
+        for it in data.forget:
+            chosen = encode_example(tokenizer, Example(it.question, it.response, it.id), cfg.max_length, cfg.system_prompt)
+            rejected = encode_example(tokenizer, Example(it.question, it.answer, it.id), cfg.max_length, cfg.system_prompt)
+            self._rejected.setdefault(prompt_key(chosen["input_ids"], chosen["labels"]), rejected)
+
+    def rejected_batch(self, chosen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        rows = []
+        for ids, labels, mask in zip(chosen["input_ids"].tolist(), chosen["labels"].tolist(),
+                                     chosen["attention_mask"].tolist()):
+            key = prompt_key(ids, labels, mask)
+            if key not in self._rejected:
+                raise RuntimeError("idk_dpo: a forget prompt has no indexed rejected answer (was unlearn() bypassed?)")
+            rows.append(self._rejected[key])
+        return {k: v.to(chosen["input_ids"].device) for k, v in collate(rows, self._pad_id).items()}
+
+    def unlearn(self, model, tokenizer, data: UnlearnData, *, regularizer, seed: int, reference=None, progress=True):
+        from snap_bench.trainer import train
+
+        self.index_rejected(tokenizer, data)
+        return train(model, tokenizer, self, regularizer, data, self.cfg, seed, reference=reference, progress=progress)
+
+    def loss(self, model, batches, ctx: StepContext):
+        if ctx.reference is None:
+            raise RuntimeError("idk_dpo needs the frozen initial model in ctx.reference (needs_reference = True)")
+        chosen = batches["forget"]
+        rejected = self.rejected_batch(chosen)
+        lw, ll = sequence_logprob(model, chosen), sequence_logprob(model, rejected)
+        with torch.no_grad():
+            rw, rl = sequence_logprob(ctx.reference, chosen), sequence_logprob(ctx.reference, rejected)
+        terms = {"forget": dpo_loss(lw, ll, rw, rl, self.cfg.beta)}
+        if "retain" in batches:
+            terms["retain"] = self.cfg.retain_weight * nll_per_stream(model, {"retain": batches["retain"]})["retain"]
+        return terms
