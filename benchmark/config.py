@@ -18,6 +18,7 @@ from typing import Any
 from snap_bench.errors import SnapBenchError
 
 RETAIN_DATA = ("hard", "general", "hard+general", "none")
+RETAIN_TARGETS = ("pack", "self")
 
 
 @dataclass
@@ -51,6 +52,9 @@ class MethodConfig:
     (both in one stream) or ``none`` (−HardRDA)."""
     retain_ratio: float = 1.0
     """Examples drawn from each non-forget stream per forget example in a step (paper: 1, an even mix)."""
+    retain_targets: str = "pack"
+    """Targets of the retain stream: ``pack`` (the pack's written answers, as in the paper) or ``self`` (the
+    untrained model's own greedy answers, generated once before training; see ``retain_targets.py``)."""
     length_bucket: int = 8
     """Examples are ordered by length within chunks of ``length_bucket * batch`` draws, to cut padding."""
 
@@ -92,6 +96,8 @@ class MethodConfig:
                 raise SnapBenchError(f"--set {name}={v}: must be >= 0")
         if self.retain_data not in RETAIN_DATA:
             raise SnapBenchError(f"--set retain_data={self.retain_data}: expected one of {', '.join(RETAIN_DATA)}")
+        if self.retain_targets not in RETAIN_TARGETS:
+            raise SnapBenchError(f"--set retain_targets={self.retain_targets}: expected one of {', '.join(RETAIN_TARGETS)}")
         if self.lr_schedule not in ("linear", "constant"):
             raise SnapBenchError(f"--set lr_schedule={self.lr_schedule}: expected linear or constant")
 

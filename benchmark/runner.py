@@ -174,6 +174,8 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
     steps_out: list[dict[str, Any]] = []
     train_info = {"steps": 0, "seconds": 0.0, "tokens": 0}
     try:
+        if cfg.retain_targets == "self" and method.trains and (cfg.max_steps is None or cfg.max_steps > 0):
+            per_entity, g_train = _self_retain_targets(p, model, tok, judge, per_entity, g_train, timings)
         seen: list[Pack] = []
         for k, phase in enumerate(_phases(p)):
             seen += phase
@@ -254,6 +256,28 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
                        for pk in p.packs},
         "results": str(store.path),
     }
+
+
+def _self_retain_targets(p: Plan, model, tok, judge, per_entity, g_train, timings):
+    """Swap the retain (and general) training responses for the untrained model's own answers."""
+    from snap_bench.retain_targets import self_targets
+
+    t = time.perf_counter()
+    hard = p.cfg.retain_data in ("hard", "hard+general")
+    general = p.cfg.retain_data in ("general", "hard+general")
+    items = [it for pk in p.packs for it in per_entity[pk.slug]["train"]["retain"]] if hard else []
+    items += g_train if general else []
+    new, kept = self_targets(model, tok, items, judge, p.cfg, system=p.cfg.system_prompt, progress=p.spec.progress)
+    by_id = {it.id: it for it in new}
+    out = {}
+    for slug, split in per_entity.items():
+        train = dict(split["train"], retain=[by_id.get(it.id, it) for it in split["train"]["retain"]])
+        out[slug] = dict(split, train=train)
+    if p.spec.progress and kept:
+        print(f"snap-bench: {kept}/{len(items)} retain questions kept the pack's answer (the model declined them)",
+              file=sys.stderr)
+    timings["retain_targets"] = time.perf_counter() - t
+    return out, [by_id.get(it.id, it) for it in g_train]
 
 
 def _mean(vals):
