@@ -114,6 +114,7 @@ def run_sweep(suite_name: str, results_dir=None, progress: bool = True, dry_run:
                 continue
             if dry_run:
                 summary["runs"].append({"config_hash": p.config_hash, "would_run": tag})
+                print(f"snap-bench sweep: {tag}: would run", file=sys.stderr)
                 continue
             print(f"snap-bench sweep: {tag}", file=sys.stderr)
             res = execute(p)
