@@ -131,7 +131,7 @@ METHODS: Registry = Registry("method", ["snap_bench.methods"])
 REGULARIZERS: Registry = Registry("regularizer", ["snap_bench.regularizers"])
 ENTITIES: Registry = Registry("entity", ["snap_bench.tasks"], plural="entities")
 MODELS: Registry = Registry("model", ["snap_bench.models"])
-JUDGES: Registry = Registry("judge", ["snap_bench.judge"])
+JUDGES: Registry = Registry("judge", ["snap_bench.judge", "snap_bench.judge_embedding", "snap_bench.judge_llm"])
 
 
 def register_method(name: str):
