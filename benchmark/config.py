@@ -23,7 +23,7 @@ RETAIN_TARGETS = ("pack", "self")
 
 @dataclass
 class MethodConfig:
-    """Settings shared by every method. Defaults are the ``cpu`` preset (see PRESETS)."""
+    """Settings shared by every method. A preset (PRESETS; ``cpu`` by default) overrides some of these."""
 
     # --- optimisation (AdamW) ---
     lr: float = 1e-4
@@ -107,14 +107,17 @@ class MethodConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Sized so that `snap-bench run --method snap --entity peter_parker` on smollm2-135m finishes
-    # in well under 15 minutes on a 2-core CPU: ~19 steps of 16 examples, fp32.
-    "cpu": {},
+    # in about 10 minutes on a 2-core CPU: 38 steps of 16 examples, fp32. D_g joins the hard
+    # retain data because on a 135M model the refusal otherwise spreads to everyday questions
+    # (TA 52 -> 90 in our calibration, README "CPU defaults").
+    "cpu": {"retain_data": "hard+general"},
     # The paper's hyper-parameters (Choi et al. 2024, §4.1) for a 7B model on GPUs. The paper
     # text we follow does not fix the epoch count; 3 is our choice and is recorded with the run.
-    "paper": {"lr": 5e-5, "weight_decay": 0.1, "batch_size": 32, "lambda_reg": 0.1, "epochs": 3.0,
+    "paper": {"lr": 5e-5, "weight_decay": 0.1, "batch_size": 32, "lambda_reg": 0.1, "epochs": 3.0, "retain_data": "hard",
               "swd_projections": 100, "swd_p": 2.0, "train_size": 100, "max_new_tokens": 128},
     "paper-mistral": {"lr": 1e-5, "weight_decay": 0.1, "batch_size": 32, "lambda_reg": 0.1, "epochs": 3.0,
-                      "swd_projections": 100, "swd_p": 2.0, "train_size": 100, "max_new_tokens": 128},
+                      "retain_data": "hard", "swd_projections": 100, "swd_p": 2.0, "train_size": 100,
+                      "max_new_tokens": 128},
 }
 
 
