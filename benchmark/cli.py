@@ -18,7 +18,7 @@ from snap_bench.errors import SnapBenchError
 
 LIST_KINDS = ("methods", "regularizers", "entities", "models", "judges")
 # Each module exposes add_parser(subparsers, parser_class) and keeps its heavy imports lazy.
-COMMAND_MODULES = ("snap_bench.packgen", "snap_bench.sweep")
+COMMAND_MODULES = ("snap_bench.packgen", "snap_bench.sweep", "snap_bench.nlp")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +50,40 @@ def table1_rows(result: dict[str, Any]) -> str:
             f"{label:<18} {entity:<16} {_fmt(m['UA'])} {_fmt(m['UA_multihop'])} {_fmt(m['RA'])} {_fmt(m['TA'])} {_fmt(m['Avg'])}"
         )
     return "\n".join(lines)
+
+
+def probe_rows(probes: dict[str, Any]) -> str:
+    """Knowledge probes per entity: UA under each framing, answer log-likelihood, relearning."""
+    lines = []
+    for entity, pr in probes.items():
+        lp = pr["answer_logprob"]
+        lines.append(f"probes · {entity} · {pr['items']} forget items")
+        lines.append("  UA by framing: " + "  ".join(f"{k} {_fmt(v).strip()}" for k, v in pr["extraction_UA"].items()))
+        lines.append(f"  answer log-prob/token: before {_num(lp['before'])} → after {_num(lp['after'])} "
+                     f"(Δ {_num(lp['delta'])})")
+        rl = pr.get("relearning")
+        if rl:
+            lines.append(f"  relearning ({rl['n_relearn']} facts, {rl['steps']} steps): UA {_fmt(rl['UA_before']).strip()} → "
+                         f"{_fmt(rl['UA_after']).strip()}, log-prob {_num(rl['logprob_before'])} → {_num(rl['logprob_after'])}")
+        flu = pr.get("fluency", {}).get("eval_sets") or {}
+        if flu:
+            lines.append("  degenerate responses %: " + "  ".join(f"{k} {_fmt(v).strip()}" for k, v in flu.items()))
+    return "\n".join(lines)
+
+
+def nlp_rows(nlp: dict[str, Any]) -> str:
+    parts = [f"{k} {100 * v['acc']:.1f}" for k, v in nlp.get("tasks", {}).items()]
+    avg = nlp.get("average")
+    line = "NLP zero-shot acc %: " + ("  ".join(parts) or "no task ran")
+    if avg is not None:
+        line += f"  (average {100 * avg:.1f} over {len(parts)})"
+    if nlp.get("unavailable"):
+        line += "\n  unavailable, left out of the average: " + ", ".join(nlp["unavailable"])
+    return line
+
+
+def _num(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3f}"
 
 
 def cmd_run(args) -> int:
@@ -87,6 +121,10 @@ def cmd_run(args) -> int:
         _emit_json(result)
     else:
         print(table1_rows(result))
+        if result.get("probes"):
+            print("\n" + probe_rows(result["probes"]))
+        if result.get("nlp"):
+            print("\n" + nlp_rows(result["nlp"]))
         t = result["timings"]
         print(f"\nrun {result['run_id']} · model {result['model']} · seed {result['seed']} · "
               f"{result['train']['steps']} steps · train {t.get('train', 0):.0f}s · total {t['total']:.0f}s · "
@@ -204,23 +242,10 @@ def cmd_tasks_stats(args) -> int:
 
 
 def read_jsonl_questions(path: str, require_response: bool) -> list[dict[str, Any]]:
-    p = Path(path)
-    if not p.is_file():
-        raise SnapBenchError(f"{path}: no such file")
+    from snap_bench.jsonl import iter_jsonl
+
     rows = []
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise SnapBenchError(f"{path}: not UTF-8 (byte {exc.start})") from None
-    for ln, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SnapBenchError(f"{path}:{ln}: invalid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise SnapBenchError(f"{path}:{ln}: expected a JSON object")
+    for ln, obj in iter_jsonl(path):
         need = ("question", "response") if require_response else ("question",)
         for k in need:
             if not isinstance(obj.get(k), str):
