@@ -80,8 +80,26 @@ class MethodConfig:
     system_prompt: str | None = None
     """A system message for training and evaluation prompts; None uses the chat template's default."""
 
+    # --- analyses beyond Table 1 (off by default: each adds minutes on a CPU) ---
+    probes: bool = False
+    """Knowledge probes on held-out forget items (``probes.py``): answer log-likelihood before and after,
+    UA under adversarial framings, a relearning attack and fluency. Printed under ``"probes"``."""
+    probe_limit: int = 40
+    """Forget items per probe."""
+    relearn_n: int = 10
+    """Forget facts (question -> true answer) the relearning attack fine-tunes on; UA is measured on the others."""
+    relearn_steps: int = 5
+    """Optimizer steps of the relearning attack."""
+    eval_nlp: bool = False
+    """Zero-shot NLP utility (paper Table 2) through lm-evaluation-harness (``nlp.py``). Printed under ``"nlp"``."""
+    nlp_tasks: str = "hellaswag,lambada_openai,winogrande,piqa,arc_challenge,mmlu,openbookqa,boolq,mathqa"
+    """Comma-separated lm-eval tasks; a task whose data is unreachable is reported unavailable, never scored."""
+    nlp_limit: int | None = 200
+    """Items per NLP task (MMLU: stratified by subject); None = the whole test set."""
+
     def validate(self) -> None:
-        positive = ("lr", "batch_size", "retain_ratio", "max_length", "swd_projections", "swd_p", "max_new_tokens", "eval_batch_size")
+        positive = ("lr", "batch_size", "retain_ratio", "max_length", "swd_projections", "swd_p", "max_new_tokens", "eval_batch_size",
+                    "probe_limit")
         for name in positive:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
@@ -90,7 +108,10 @@ class MethodConfig:
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
                 raise SnapBenchError(f"--set {name}={v}: must be >= 0")
-        for name in ("max_steps", "eval_limit"):
+        for name in ("relearn_n", "relearn_steps"):
+            if getattr(self, name) < 0:
+                raise SnapBenchError(f"--set {name}={getattr(self, name)}: must be >= 0")
+        for name in ("max_steps", "eval_limit", "nlp_limit"):
             v = getattr(self, name)
             if v is not None and v < 0:
                 raise SnapBenchError(f"--set {name}={v}: must be >= 0")

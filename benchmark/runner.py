@@ -176,6 +176,7 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
     try:
         if cfg.retain_targets == "self" and method.trains and (cfg.max_steps is None or cfg.max_steps > 0):
             per_entity, g_train = _self_retain_targets(p, model, tok, judge, per_entity, g_train, timings)
+        before_logprobs = _before_logprobs(p, model, tok, per_entity, timings) if cfg.probes else None
         seen: list[Pack] = []
         for k, phase in enumerate(_phases(p)):
             seen += phase
@@ -220,9 +221,10 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
             steps_out.append({"step": k, "trained_on": [pk.slug for pk in phase], "metrics": metrics})
             if on_phase:
                 on_phase(k, metrics)
+        analyses = _analyses(p, model, tok, judge, per_entity, step_results[-1][2], system, before_logprobs, timings)
         timings["train"] = train_info["seconds"]
         timings["total"] = time.perf_counter() - t_start
-        store.finish_run(run_id, timings, step_results, judge=spec.judge)
+        store.finish_run(run_id, timings, step_results, judge=spec.judge, analyses=analyses)
     except NonFiniteLoss as exc:
         store.fail_run(run_id, str(exc))
         raise SnapBenchError(f"run {run_id} failed: {exc}") from None
@@ -255,7 +257,50 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
         "eval_sizes": {pk.slug: {s: len(v) for s, v in per_entity[pk.slug]["eval"].items()} | {"general": len(g_eval)}
                        for pk in p.packs},
         "results": str(store.path),
+        **analyses,
     }
+
+
+def _before_logprobs(p: Plan, model, tok, per_entity, timings) -> dict[str, dict[str, float]]:
+    """The untrained model's answer log-likelihoods on the probe items, so probes can report the change."""
+    from snap_bench.probes import answer_logprob_by_id, probe_items
+
+    t = time.perf_counter()
+    out = {pk.slug: answer_logprob_by_id(model, tok, probe_items(per_entity[pk.slug]["eval"]["forget"], p.cfg.probe_limit),
+                                         system=p.cfg.system_prompt, batch_size=p.cfg.eval_batch_size)
+           for pk in p.packs}
+    timings["probes_before"] = time.perf_counter() - t
+    return out
+
+
+def _analyses(p: Plan, model, tok, judge, per_entity, records, system, before_logprobs, timings) -> dict[str, Any]:
+    """Knowledge probes and NLP utility of the final model, when the config asks for them."""
+    cfg, out = p.cfg, {}
+    if cfg.probes:
+        from snap_bench.probes import run_probes
+
+        t = time.perf_counter()
+        out["probes"] = {}
+        for pk in p.packs:
+            responses: dict[str, list[str]] = {}
+            for r in records:
+                if r.entity in (pk.slug, "general"):
+                    responses.setdefault(r.eval_set, []).append(r.response)
+            out["probes"][pk.slug] = run_probes(
+                model, tok, per_entity[pk.slug]["eval"]["forget"], judge, cfg, system=system,
+                before_logprobs=before_logprobs[pk.slug], relearn=cfg.relearn_n > 0 and cfg.relearn_steps > 0,
+                seed=p.spec.seed, progress=p.spec.progress, probe_limit=cfg.probe_limit, n_relearn=cfg.relearn_n,
+                relearn_steps=cfg.relearn_steps, entity_names={pk.slug: pk.names}, eval_responses=responses,
+            )
+        timings["probes"] = time.perf_counter() - t
+    if cfg.eval_nlp:
+        from snap_bench.nlp import evaluate_nlp, parse_tasks
+
+        t = time.perf_counter()
+        out["nlp"] = evaluate_nlp(model, tok, parse_tasks(cfg.nlp_tasks), limit=cfg.nlp_limit, seed=p.spec.seed,
+                                  progress=p.spec.progress, model_name=p.spec.model)
+        timings["nlp"] = time.perf_counter() - t
+    return out
 
 
 def _self_retain_targets(p: Plan, model, tok, judge, per_entity, g_train, timings):

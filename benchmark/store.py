@@ -74,6 +74,12 @@ CREATE TABLE IF NOT EXISTS losses (
     value  REAL,
     PRIMARY KEY (run_id, phase, step, term)
 );
+CREATE TABLE IF NOT EXISTS analyses (
+    run_id  TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    kind    TEXT NOT NULL,          -- "probes", "nlp", ...
+    payload TEXT NOT NULL,          -- JSON, as printed under that key by `run --json`
+    PRIMARY KEY (run_id, kind)
+);
 """
 
 
@@ -148,11 +154,17 @@ class Store:
             [(run_id, step, i, k, v) for i, d in enumerate(losses or []) for k, v in d.items()],
         )
 
-    def finish_run(self, run_id: str, timings: dict[str, float], step_results: list[tuple], judge: str) -> None:
-        """Write every step's (step, metrics, records, losses) and mark the run done, atomically."""
+    def finish_run(self, run_id: str, timings: dict[str, float], step_results: list[tuple], judge: str,
+                   analyses: dict[str, Any] | None = None) -> None:
+        """Write every step's (step, metrics, records, losses), any analyses (probes, NLP scores) and
+        mark the run done, atomically."""
         with self.transaction() as c:
             for step, metrics, records, losses in step_results:
                 self._write_step(c, run_id, step, metrics, records, judge, losses)
+            c.executemany(
+                "INSERT OR REPLACE INTO analyses VALUES (?,?,?)",
+                [(run_id, kind, json.dumps(payload, default=str)) for kind, payload in (analyses or {}).items()],
+            )
             c.execute(
                 "UPDATE runs SET status='done', finished_at=?, timings=? WHERE run_id=?",
                 (time.time(), json.dumps(timings), run_id),
@@ -161,6 +173,7 @@ class Store:
     def fail_run(self, run_id: str, reason: str, status: str = "failed") -> None:
         with self.transaction() as c:
             c.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
+            c.execute("DELETE FROM analyses WHERE run_id=?", (run_id,))
             c.execute(
                 "UPDATE runs SET status=?, reason=?, finished_at=? WHERE run_id=?",
                 (status, reason[:2000], time.time(), run_id),
@@ -187,6 +200,10 @@ class Store:
         for r in self.conn.execute("SELECT step, entity, metric, value FROM metrics WHERE run_id=?", (run_id,)):
             out.setdefault(r["step"], {}).setdefault(r["entity"], {})[r["metric"]] = r["value"]
         return out
+
+    def analyses(self, run_id: str) -> dict[str, Any]:
+        rows = self.conn.execute("SELECT kind, payload FROM analyses WHERE run_id=?", (run_id,))
+        return {r["kind"]: json.loads(r["payload"]) for r in rows}
 
     def generations(self, run_id: str, step: int | None = None) -> list[dict[str, Any]]:
         q = "SELECT * FROM generations WHERE run_id=?" + (" AND step=?" if step is not None else "") + " ORDER BY step, item_id"
