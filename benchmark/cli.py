@@ -61,6 +61,10 @@ def probe_rows(probes: dict[str, Any]) -> str:
         lines.append("  UA by framing: " + "  ".join(f"{k} {_fmt(v).strip()}" for k, v in pr["extraction_UA"].items()))
         lines.append(f"  answer log-prob/token: before {_num(lp['before'])} → after {_num(lp['after'])} "
                      f"(Δ {_num(lp['delta'])})")
+        rlp = pr.get("retain_answer_logprob")
+        if rlp:
+            lines.append(f"  retain answer log-prob/token: before {_num(rlp['before'])} → after {_num(rlp['after'])} "
+                         f"(Δ {_num(rlp['delta'])})")
         rl = pr.get("relearning")
         if rl:
             lines.append(f"  relearning ({rl['n_relearn']} facts, {rl['steps']} steps): UA {_fmt(rl['UA_before']).strip()} → "

@@ -266,11 +266,24 @@ def _before_logprobs(p: Plan, model, tok, per_entity, timings) -> dict[str, dict
     from snap_bench.probes import answer_logprob_by_id, probe_items
 
     t = time.perf_counter()
-    out = {pk.slug: answer_logprob_by_id(model, tok, probe_items(per_entity[pk.slug]["eval"]["forget"], p.cfg.probe_limit),
-                                         system=p.cfg.system_prompt, batch_size=p.cfg.eval_batch_size)
+    out = {pk.slug: {s: answer_logprob_by_id(model, tok, probe_items(per_entity[pk.slug]["eval"][s], p.cfg.probe_limit),
+                                             system=p.cfg.system_prompt, batch_size=p.cfg.eval_batch_size)
+                     for s in ("forget", "retain")}
            for pk in p.packs}
     timings["probes_before"] = time.perf_counter() - t
     return out
+
+
+def _retain_logprob(p: Plan, model, tok, items, before: dict[str, float], system) -> dict[str, Any]:
+    """The same likelihood probe on retain items. RA counts any non-refusal as retained, so a model
+    that answers retain questions with fluent nonsense scores RA 100; this shows it."""
+    from snap_bench.probes import answer_logprob_by_id, probe_items
+
+    after = answer_logprob_by_id(model, tok, probe_items(items, p.cfg.probe_limit), system=system,
+                                 batch_size=p.cfg.eval_batch_size)
+    common = [i for i in after if i in before]
+    return {"before": _mean([before[i] for i in common]), "after": _mean(list(after.values())),
+            "delta": _mean([after[i] - before[i] for i in common]), "n_paired": len(common)}
 
 
 def _analyses(p: Plan, model, tok, judge, per_entity, records, system, before_logprobs, timings) -> dict[str, Any]:
@@ -288,10 +301,12 @@ def _analyses(p: Plan, model, tok, judge, per_entity, records, system, before_lo
                     responses.setdefault(r.eval_set, []).append(r.response)
             out["probes"][pk.slug] = run_probes(
                 model, tok, per_entity[pk.slug]["eval"]["forget"], judge, cfg, system=system,
-                before_logprobs=before_logprobs[pk.slug], relearn=cfg.relearn_n > 0 and cfg.relearn_steps > 0,
+                before_logprobs=before_logprobs[pk.slug]["forget"], relearn=cfg.relearn_n > 0 and cfg.relearn_steps > 0,
                 seed=p.spec.seed, progress=p.spec.progress, probe_limit=cfg.probe_limit, n_relearn=cfg.relearn_n,
                 relearn_steps=cfg.relearn_steps, entity_names={pk.slug: pk.names}, eval_responses=responses,
             )
+            out["probes"][pk.slug]["retain_answer_logprob"] = _retain_logprob(
+                p, model, tok, per_entity[pk.slug]["eval"]["retain"], before_logprobs[pk.slug]["retain"], system)
         timings["probes"] = time.perf_counter() - t
     if cfg.eval_nlp:
         from snap_bench.nlp import evaluate_nlp, parse_tasks

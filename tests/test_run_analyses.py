@@ -19,6 +19,7 @@ def test_probes_and_nlp_are_printed_and_stored(cli, tmp_path):
     lp = pr["answer_logprob"]
     # "before" is the untrained model on the same items, so the pairing must cover all of them.
     assert lp["n_paired"] == 4 and lp["before"] < 0 and lp["after"] < 0
+    assert pr["retain_answer_logprob"]["n_paired"] == 4 and pr["retain_answer_logprob"]["after"] < 0
     assert pr["relearning"]["n_relearn"] == 2 and pr["relearning"]["steps"] == 1
     assert set(pr["fluency"]["eval_sets"]) == {"forget", "multihop", "retain", "general"}
     assert out["nlp"]["tasks"]["mmlu"]["n"] == 4 and 0 <= out["nlp"]["tasks"]["mmlu"]["acc"] <= 1
