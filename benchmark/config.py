@@ -97,20 +97,24 @@ class MethodConfig:
     nlp_limit: int | None = 200
     """Items per NLP task (MMLU: stratified by subject); None = the whole test set."""
 
-    def validate(self) -> None:
-        positive = ("lr", "batch_size", "retain_ratio", "max_length", "swd_projections", "swd_p", "max_new_tokens", "eval_batch_size",
-                    "probe_limit")
-        for name in positive:
+    def require_positive(self, *names: str) -> None:
+        """Subclasses call this for their own fields, so every config reports bad values the same way."""
+        for name in names:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
                 raise SnapBenchError(f"--set {name}={v}: must be a positive number")
-        for name in ("weight_decay", "lambda_reg", "max_grad_norm", "epochs", "warmup_steps", "train_size", "general_eval_size"):
+
+    def require_nonnegative(self, *names: str) -> None:
+        for name in names:
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
                 raise SnapBenchError(f"--set {name}={v}: must be >= 0")
-        for name in ("relearn_n", "relearn_steps"):
-            if getattr(self, name) < 0:
-                raise SnapBenchError(f"--set {name}={getattr(self, name)}: must be >= 0")
+
+    def validate(self) -> None:
+        self.require_positive("lr", "batch_size", "retain_ratio", "max_length", "swd_projections", "swd_p",
+                              "max_new_tokens", "eval_batch_size", "probe_limit")
+        self.require_nonnegative("weight_decay", "lambda_reg", "max_grad_norm", "epochs", "warmup_steps", "train_size",
+                                 "general_eval_size", "relearn_n", "relearn_steps")
         for name in ("max_steps", "eval_limit", "nlp_limit"):
             v = getattr(self, name)
             if v is not None and v < 0:

@@ -12,11 +12,9 @@ retain data is used follows ``retain_data`` (default the entity's hard retain se
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from snap_bench.config import MethodConfig
-from snap_bench.errors import SnapBenchError
 from snap_bench.methods.base import StepContext, UnlearnData, as_examples, nll_per_stream
 from snap_bench.registry import register_method
 
@@ -32,8 +30,7 @@ class GradDiffConfig(MethodConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not (self.retain_weight >= 0 and math.isfinite(self.retain_weight)):
-            raise SnapBenchError(f"--set retain_weight={self.retain_weight}: must be >= 0")
+        self.require_nonnegative("retain_weight")
 
 
 @register_method("grad_diff")

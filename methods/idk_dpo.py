@@ -20,7 +20,6 @@ rebuilds the rejected batch from the chosen batch's prompts.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +27,6 @@ import torch.nn.functional as F
 
 from snap_bench.config import MethodConfig
 from snap_bench.data import IGNORE_INDEX, Example, collate, encode_example
-from snap_bench.errors import SnapBenchError
 from snap_bench.methods.base import StepContext, UnlearnData, as_examples, nll_per_stream, sequence_logprob
 from snap_bench.registry import register_method
 
@@ -62,10 +60,8 @@ class IdkDpoConfig(MethodConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not (self.beta > 0 and math.isfinite(self.beta)):
-            raise SnapBenchError(f"--set beta={self.beta}: must be a positive number")
-        if not (self.retain_weight >= 0 and math.isfinite(self.retain_weight)):
-            raise SnapBenchError(f"--set retain_weight={self.retain_weight}: must be >= 0")
+        self.require_positive("beta")
+        self.require_nonnegative("retain_weight")
 
 
 @register_method("idk_dpo")

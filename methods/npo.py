@@ -17,14 +17,12 @@ The paper's best TOFU variant, NPO+RT, adds the retain NLL: L = L_NPO + w·NLL(r
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from snap_bench.config import MethodConfig
-from snap_bench.errors import SnapBenchError
 from snap_bench.methods.base import StepContext, UnlearnData, as_examples, nll_per_stream, sequence_logprob
 from snap_bench.registry import register_method
 
@@ -47,10 +45,8 @@ class NpoConfig(MethodConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not (self.beta > 0 and math.isfinite(self.beta)):
-            raise SnapBenchError(f"--set beta={self.beta}: must be a positive number")
-        if not (self.retain_weight >= 0 and math.isfinite(self.retain_weight)):
-            raise SnapBenchError(f"--set retain_weight={self.retain_weight}: must be >= 0")
+        self.require_positive("beta")
+        self.require_nonnegative("retain_weight")
 
 
 @register_method("npo")

@@ -69,10 +69,7 @@ class SkuConfig(MethodConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("distort_weight", "random_weight", "alpha"):
-            v = getattr(self, name)
-            if not (v >= 0 and math.isfinite(v)):
-                raise SnapBenchError(f"--set {name}={v}: must be >= 0")
+        self.require_nonnegative("distort_weight", "random_weight", "alpha")
         if not math.isfinite(self.preserve_weight):
             raise SnapBenchError(f"--set preserve_weight={self.preserve_weight}: must be finite")
         if self.random_answers < 0:
