@@ -443,6 +443,14 @@ def probe_items(forget_eval_items: Sequence[Item], probe_limit: int | None = DEF
     return items[:probe_limit] if probe_limit is not None else items
 
 
+def logprob_change(before: Mapping[str, float] | None, after: Mapping[str, float]) -> dict[str, Any]:
+    """Mean log-probabilities before and after (item id -> value), and their mean paired change
+    over the ids present in both."""
+    common = [i for i in after if before is not None and i in before]
+    return {"before": _mean([before[i] for i in common]) if common else None, "after": _mean(list(after.values())),
+            "delta": _mean([after[i] - before[i] for i in common]) if common else None, "n_paired": len(common)}
+
+
 def run_probes(model, tokenizer, forget_eval_items: Sequence[Item], judge, cfg, *, system: str | None = None,
                before_logprobs: Mapping[str, float] | None = None, relearn: bool = True, seed: int = 0,
                progress: bool = True, probe_limit: int | None = DEFAULT_PROBE_LIMIT, n_relearn: int = 10,
@@ -467,11 +475,8 @@ def run_probes(model, tokenizer, forget_eval_items: Sequence[Item], judge, cfg, 
     bs = max(1, min(len(items), cfg.eval_batch_size)) if items else 1
 
     t = time.perf_counter()
-    after = answer_logprob_by_id(model, tokenizer, items, system=system, batch_size=bs)
-    common = [i for i in after if before_logprobs is not None and i in before_logprobs]
-    lp_after = _mean(list(after.values()))
-    lp_before = _mean([before_logprobs[i] for i in common]) if common else None
-    delta = _mean([after[i] - before_logprobs[i] for i in common]) if common else None
+    logprob = logprob_change(before_logprobs, answer_logprob_by_id(model, tokenizer, items, system=system, batch_size=bs))
+    lp_after = logprob["after"]
     seconds["logprob"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -507,7 +512,7 @@ def run_probes(model, tokenizer, forget_eval_items: Sequence[Item], judge, cfg, 
     seconds["total"] = time.perf_counter() - t0
     out: dict[str, Any] = {
         "items": len(items),
-        "answer_logprob": {"before": lp_before, "after": lp_after, "delta": delta, "n_paired": len(common)},
+        "answer_logprob": logprob,
         "extraction_UA": {n: s["UA"] for n, s in summary.items()},
         "extraction_leak": {n: s["leak"] for n, s in summary.items()},
         "relearning": relearning,

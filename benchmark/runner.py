@@ -277,13 +277,10 @@ def _before_logprobs(p: Plan, model, tok, per_entity, timings) -> dict[str, dict
 def _retain_logprob(p: Plan, model, tok, items, before: dict[str, float], system) -> dict[str, Any]:
     """The same likelihood probe on retain items. RA counts any non-refusal as retained, so a model
     that answers retain questions with fluent nonsense scores RA 100; this shows it."""
-    from snap_bench.probes import answer_logprob_by_id, probe_items
+    from snap_bench.probes import answer_logprob_by_id, logprob_change, probe_items
 
-    after = answer_logprob_by_id(model, tok, probe_items(items, p.cfg.probe_limit), system=system,
-                                 batch_size=p.cfg.eval_batch_size)
-    common = [i for i in after if i in before]
-    return {"before": _mean([before[i] for i in common]), "after": _mean(list(after.values())),
-            "delta": _mean([after[i] - before[i] for i in common]), "n_paired": len(common)}
+    return logprob_change(before, answer_logprob_by_id(model, tok, probe_items(items, p.cfg.probe_limit), system=system,
+                                                       batch_size=p.cfg.eval_batch_size))
 
 
 def _analyses(p: Plan, model, tok, judge, per_entity, records, system, before_logprobs, timings) -> dict[str, Any]:
