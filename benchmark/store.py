@@ -205,6 +205,14 @@ class Store:
         rows = self.conn.execute("SELECT kind, payload FROM analyses WHERE run_id=?", (run_id,))
         return {r["kind"]: json.loads(r["payload"]) for r in rows}
 
+    def losses(self, run_id: str) -> dict[int, list[dict[str, float]]]:
+        """phase (sequential step) -> one ``{term: value}`` per optimiser step, in step order."""
+        out: dict[int, dict[int, dict[str, float]]] = {}
+        for r in self.conn.execute("SELECT phase, step, term, value FROM losses WHERE run_id=? ORDER BY phase, step",
+                                   (run_id,)):
+            out.setdefault(r["phase"], {}).setdefault(r["step"], {})[r["term"]] = r["value"]
+        return {phase: [steps[k] for k in sorted(steps)] for phase, steps in out.items()}
+
     def generations(self, run_id: str, step: int | None = None) -> list[dict[str, Any]]:
         q = "SELECT * FROM generations WHERE run_id=?" + (" AND step=?" if step is not None else "") + " ORDER BY step, item_id"
         args = (run_id, step) if step is not None else (run_id,)

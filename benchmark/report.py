@@ -1,0 +1,175 @@
+"""``snap-bench report``: the results store -> Tables 1-5, Figures 3-5, loss curves and index.html.
+
+    snap-bench report [--results DIR] [--out DIR] [--json]
+
+Writes into ``--out`` (default ``reports/``): ``table1..table5`` (+ ``table_probes`` when runs
+have probes) as ``.md``, ``.tex`` and ``.csv``; ``fig3``, ``fig4``, ``fig5`` and ``fig_losses``
+as ``.png`` and ``.svg``; ``runs.csv`` (every run, failed ones too, with the reason); and
+``index.html``. Each file is written to a temporary name and renamed, so a reader never sees
+half a file. Only ``done`` runs enter the tables.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from snap_bench.errors import SnapBenchError
+
+FIGURE_CAPTIONS = {
+    "fig3": "Figure 3: categories of the forget and retain sets",
+    "fig4": "Figure 4: D_r vs D_g as retain data",
+    "fig5": "Figure 5: batch vs sequential unlearning",
+    "fig_losses": "Training losses: forget, retain and regularizer terms per step",
+}
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write to a temp file beside ``path``, then rename over it."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _runs_table(store):
+    from snap_bench.report_render import Cell, Table
+
+    t = Table("runs", "Every run in the store", ["run", "status", "method", "regularizer", "mode", "entities", "model",
+                                                 "seed", "reason"], [])
+    t.csv_header = ["run_id", "status", "method", "regularizer", "mode", "entities", "model", "seed", "config_hash",
+                    "created_at", "finished_at", "seconds_total", "reason"]
+    for r in store.runs():
+        ents = " ".join(r["entities"])
+        t.rows.append([Cell(x) for x in (r["run_id"], r["status"], r["method"], r["regularizer"], r["mode"], ents,
+                                         r["model"], str(r["seed"]), (r["reason"] or "")[:120])])
+        t.csv_rows.append([r["run_id"], r["status"], r["method"], r["regularizer"], r["mode"], ents, r["model"], r["seed"],
+                           r["config_hash"], _iso(r["created_at"]), _iso(r["finished_at"]),
+                           (r.get("timings") or {}).get("total"), r["reason"] or ""])
+    return t
+
+
+def _iso(ts: float | None) -> str:
+    return "" if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _environment(runs, store, results_dir: Path) -> dict[str, Any]:
+    versions: dict[str, set[str]] = {}
+    for r in runs:
+        for k, v in r.versions.items():
+            versions.setdefault(k, set()).add(str(v))
+    env: dict[str, Any] = {
+        "store": str(results_dir),
+        "runs": f"{len(runs)} done, {len(store.runs()) - len(runs)} not done (see runs.csv)",
+        "models": sorted({r.model for r in runs}) or ["—"],
+        "seeds": sorted({str(r.seed) for r in runs}) or ["—"],
+        "presets": sorted({r.record.get("preset", "?") for r in runs}) or ["—"],
+        "judges": sorted({r.record.get("judge", "?") for r in runs}) or ["—"],
+        "run dates": (f"{_iso(min(r.created_at for r in runs))} … {_iso(max(r.finished_at or r.created_at for r in runs))}"
+                      if runs else "—"),
+        "hosts": sorted({str(h) for h in (x["host"] for x in store.runs()) if h}) or ["—"],
+    }
+    env.update({f"version: {k}": sorted(v) for k, v in sorted(versions.items())})
+    env["report made with"] = f"python {platform.python_version()} on {platform.machine()}"
+    return env
+
+
+def build_report(results_dir: Path | str | None, out_dir: Path | str | None, progress: bool = True) -> dict[str, Any]:
+    from snap_bench.cli import task_stats
+    from snap_bench.report_data import entity_kinds, load_runs
+    from snap_bench.report_figures import fig3, fig4, fig5, fig_losses
+    from snap_bench.report_html import render
+    from snap_bench.report_render import to_csv, to_latex, to_markdown
+    from snap_bench.report_tables import all_tables
+    from snap_bench.store import DB_NAME, Store
+
+    results = Path(results_dir) if results_dir else Path("results")
+    if not (results / DB_NAME).is_file():
+        raise SnapBenchError(f"no results store at {results / DB_NAME} (run `snap-bench run` or `snap-bench sweep` first, "
+                             "or pass --results DIR)")
+    out = Path(out_dir) if out_dir else Path("reports")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SnapBenchError(f"--out {out}: cannot create ({exc.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise SnapBenchError(f"--out {out}: not writable")
+
+    t0 = time.perf_counter()
+    store = Store(results)
+    try:
+        runs = load_runs(store)
+        kinds = entity_kinds()
+        stats = task_stats()
+        tables = all_tables(runs, kinds, stats)
+        runs_table = _runs_table(store)
+        env = _environment(runs, store, results)
+    finally:
+        store.close()
+
+    files: list[str] = []
+
+    def write(path: Path, data: bytes | str) -> None:
+        atomic_write(path, data)
+        files.append(path.name)
+
+    for t in tables:
+        write(out / f"{t.key}.md", to_markdown(t))
+        write(out / f"{t.key}.tex", to_latex(t))
+        write(out / f"{t.key}.csv", to_csv(t))
+    write(out / "runs.csv", to_csv(runs_table))
+    if progress:
+        print(f"snap-bench report: {len(runs)} done runs, {len(tables)} tables written; drawing figures...", file=sys.stderr)
+    fig3(stats, out, write)
+    fig4(runs, kinds, out, write)
+    fig5(runs, out, write)
+    loss_files = fig_losses(runs, out, write)
+    figures = [(stem, FIGURE_CAPTIONS[stem], (out / f"{stem}.png").read_bytes()) for stem in ("fig3", "fig4", "fig5")]
+    figures += [(Path(n).stem, FIGURE_CAPTIONS["fig_losses"] + (f" ({Path(n).stem})" if n.startswith("fig_losses_") else ""),
+                 (out / n).read_bytes()) for n in loss_files if n.endswith(".png")]
+    models = ", ".join(sorted({r.model for r in runs})) or "no model"
+    banner = (f"Results of {models}, read from the store {results}: {len(runs)} finished runs. "
+              "These are what this store holds, measured as the tables say; they are not the SNAP paper's 7B numbers.")
+    write(out / "index.html", render(tables, figures, env, banner, runs_table))
+    missing = [n for t in tables for n in t.notes if n.startswith("missing:")]
+    return {"out": str(out), "runs": len(runs), "tables": [t.key for t in tables], "files": sorted(files),
+            "missing": missing, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def cmd_report(args) -> int:
+    import json
+
+    summary = build_report(args.results, args.out, progress=not args.json)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"report: {summary['runs']} done runs -> {summary['out']}/ ({len(summary['files'])} files, "
+              f"{summary['seconds']:.1f}s); open {summary['out']}/index.html")
+        for m in summary["missing"]:
+            print(f"  {m}")
+    return 0
+
+
+def add_parser(sub, parser_class) -> None:
+    r = sub.add_parser("report", help="Tables 1-5, Figures 3-5, loss curves and index.html from the results store")
+    r.add_argument("--results", default=None, metavar="DIR", help="results store directory (default: ./results)")
+    r.add_argument("--out", default=None, metavar="DIR", help="output directory (default: ./reports)")
+    r.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
+    r.set_defaults(func=cmd_report)

@@ -1,0 +1,219 @@
+"""The paper's figures (matplotlib, PNG + SVG), built from labelled runs.
+
+Figure 3: category shares of the forget and retain sets per entity.
+Figure 4: D_g vs D_r (and both) as SNAP's retain data, grouped bars over UA, RA, TA.
+Figure 5: batch vs sequential: metrics after each sequential step (mean ± std shaded over
+seeds) against the batch run's level (dashed).
+Losses: per-step forget, retain and regularizer terms of every trained run.
+
+A figure whose runs are missing is still drawn, saying which runs it needs, so a report is
+never silently short of a file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from snap_bench.report_data import METRIC_HEADERS, RETAIN_DATA_LABELS, Run, mean, std
+
+FIG_METRICS = ("UA", "UA_multihop", "RA", "TA")
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here; also keeps a user's interactive backend out of reports
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.hashsalt": "snap-bench", "font.size": 9})  # stable SVG ids between runs
+    return plt
+
+
+def _save(fig, out: Path, stem: str, write: Callable[[Path, bytes], None]) -> list[str]:
+    import io
+
+    names = []
+    for ext in ("png", "svg"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=150 if ext == "png" else None, bbox_inches="tight",
+                    metadata={"Date": None} if ext == "svg" else {"Software": "snap-bench"})
+        write(out / f"{stem}.{ext}", buf.getvalue())
+        names.append(f"{stem}.{ext}")
+    _plt().close(fig)
+    return names
+
+
+def _empty(ax, why: str) -> None:
+    ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True, fontsize=9, color="#555", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def fig3(stats: dict[str, Any], out: Path, write) -> list[str]:
+    plt = _plt()
+    entities = list(stats["entities"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.5 + 0.55 * max(1, len(entities))), sharey=True)
+    cats = sorted({c for sets in stats["entities"].values() for s in ("forget", "retain")
+                   for c in sets.get(s, {}).get("categories", {})})
+    for ax, set_name in zip(axes, ("forget", "retain")):
+        left = [0.0] * len(entities)
+        for i, c in enumerate(cats):
+            pct = [stats["entities"][e].get(set_name, {}).get("categories", {}).get(c, {}).get("pct", 0.0) for e in entities]
+            ax.barh(entities, pct, left=left, color=COLORS[i % len(COLORS)], label=c.replace("_", " "))
+            for y, (x0, w) in enumerate(zip(left, pct)):
+                if w >= 8:
+                    ax.text(x0 + w / 2, y, f"{w:.0f}%", ha="center", va="center", fontsize=7, color="white")
+            left = [a + b for a, b in zip(left, pct)]
+        for y, e in enumerate(entities):
+            ax.text(101, y, f"n={stats['entities'][e].get(set_name, {}).get('total', 0)}", va="center", fontsize=7)
+        ax.set_title(f"{set_name} set")
+        ax.set_xlim(0, 112)
+        ax.set_xlabel("% of items")
+        ax.invert_yaxis()
+    axes[1].legend(loc="upper center", bbox_to_anchor=(-0.05, -0.25), ncol=len(cats), frameon=False)
+    fig.suptitle("Figure 3: categories of the forget and retain sets", y=1.04)
+    return _save(fig, out, "fig3", write)
+
+
+def _fig4_runs(runs: list[Run], kinds: dict[str, str]) -> dict[str, dict[str, list[Run]]]:
+    """model -> retain data -> SNAP single-entity runs on fictional entities that differ only in retain data."""
+    out: dict[str, dict[str, list[Run]]] = {}
+    for r in runs:
+        if r.method != "snap" or r.mode != "single" or kinds.get(r.entities[0], "fictional") == "real":
+            continue
+        if r.label == "SNAP" or (r.label.startswith("SNAP (") and r.label[6:-1] in RETAIN_DATA_LABELS.values()):
+            if r.retain_data and r.retain_data != "none":
+                out.setdefault(r.model, {}).setdefault(r.retain_data, []).append(r)
+    return out
+
+
+def fig4(runs: list[Run], kinds: dict[str, str], out: Path, write) -> list[str]:
+    plt = _plt()
+    data = _fig4_runs(runs, kinds)
+    models = sorted(data) or ["—"]
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 3.6), squeeze=False)
+    metrics = ("UA", "RA", "TA")
+    for ax, model in zip(axes[0], models):
+        series = [k for k in ("hard", "general", "hard+general") if k in data.get(model, {})]
+        if not series:
+            _empty(ax, "no SNAP runs that differ only in retain data\n"
+                       "(run snap with --set retain_data=hard and --set retain_data=general)")
+            continue
+        width = 0.8 / len(series)
+        for i, rd in enumerate(series):
+            rs = data[model][rd]
+            vals = [[r.final_mean(m) for r in rs] for m in metrics]
+            xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(metrics))]
+            errs = [std(v) or 0.0 for v in vals]
+            bars = ax.bar(xs, [mean(v) or 0.0 for v in vals], width, yerr=errs, capsize=3, color=COLORS[i],
+                          label=f"{RETAIN_DATA_LABELS[rd]} (n={len(rs)})")
+            ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2)
+        missing = [RETAIN_DATA_LABELS[k] for k in ("hard", "general") if k not in series]
+        ax.set_xticks(range(len(metrics)), [METRIC_HEADERS[m] for m in metrics])
+        ax.set_ylim(0, 115)
+        ax.set_ylabel("%")
+        ax.set_title(model + (f" (no run: {', '.join(missing)})" if missing else ""))
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Figure 4: SNAP with D_r (hard retaining data) vs D_g (general data) as retain data", y=1.03)
+    return _save(fig, out, "fig4", write)
+
+
+def _seq_curves(runs: list[Run]) -> dict[tuple[str, tuple[str, ...], str], list[list[dict[str, float | None]]]]:
+    """(model, entities, label) -> per run, per step: metric -> mean over the entities seen so far."""
+    out: dict[tuple[str, tuple[str, ...], str], list[list[dict[str, float | None]]]] = {}
+    for r in runs:
+        if r.mode != "sequential":
+            continue
+        curve = [{m: mean(e.get(m) for e in r.metrics[k].values()) for m in FIG_METRICS} for k in sorted(r.metrics)]
+        out.setdefault((r.model, tuple(r.entities), r.label), []).append(curve)
+    return out
+
+
+def fig5(runs: list[Run], out: Path, write) -> list[str]:
+    plt = _plt()
+    seq = _seq_curves(runs)
+    batch: dict[tuple[str, frozenset[str], str], list[Run]] = {}
+    for r in runs:
+        if r.mode == "batch":
+            batch.setdefault((r.model, frozenset(r.entities), r.label), []).append(r)
+    fig, axes = plt.subplots(1, len(FIG_METRICS), figsize=(3.2 * len(FIG_METRICS), 3.4), squeeze=False)
+    if not seq and not batch:
+        for ax in axes[0]:
+            _empty(ax, "no batch or\nsequential runs")
+    for j, m in enumerate(FIG_METRICS):
+        ax = axes[0][j]
+        i = 0
+        for (model, ents, label), curves in sorted(seq.items()):
+            steps = max(len(c) for c in curves)
+            xs = list(range(1, steps + 1))
+            mu = [mean(c[k][m] for c in curves if k < len(c)) for k in range(steps)]
+            sd = [std(c[k][m] for c in curves if k < len(c)) or 0.0 for k in range(steps)]
+            ys = [v if v is not None else float("nan") for v in mu]
+            color = COLORS[i % len(COLORS)]
+            ax.plot(xs, ys, marker="o", color=color, label=f"sequential {label} (n={len(curves)})")
+            ax.fill_between(xs, [a - b for a, b in zip(ys, sd)], [a + b for a, b in zip(ys, sd)], color=color, alpha=0.2)
+            ax.set_xticks(xs, [f"+{e}" for e in ents][:steps], rotation=20, fontsize=7)
+            i += 1
+        for (model, ents, label), rs in sorted(batch.items(), key=lambda kv: sorted(kv[0][1])):
+            vals = [r.final_mean(m) for r in rs]
+            mu, sd = mean(vals), std(vals)
+            if mu is None:
+                continue
+            color = COLORS[i % len(COLORS)]
+            ax.axhline(mu, linestyle="--", color=color, label=f"batch {label} (n={len(rs)})")
+            if sd:
+                ax.axhspan(mu - sd, mu + sd, color=color, alpha=0.1)
+            i += 1
+        if seq or batch:
+            ax.set_ylim(-5, 105)
+            ax.set_title(METRIC_HEADERS[m])
+            ax.set_xlabel("sequential step (entity unlearned)")
+    if seq or batch:
+        axes[0][0].set_ylabel("% (mean over the entities unlearned so far)")
+        axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.suptitle("Figure 5: batch (dashed) vs sequential unlearning", y=1.03)
+    return _save(fig, out, "fig5", write)
+
+
+def fig_losses(runs: list[Run], out: Path, write, per_page: int = 24) -> list[str]:
+    """One panel per trained run: its loss terms per optimiser step, phases of a sequential run back to back."""
+    plt = _plt()
+    trained = [r for r in runs if any(r.losses.values())]
+    pages = [trained[i : i + per_page] for i in range(0, len(trained), per_page)] or [[]]
+    names: list[str] = []
+    for p, page in enumerate(pages):
+        cols = 4
+        rows = max(1, -(-len(page) // cols))
+        fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.5 * rows), squeeze=False)
+        for ax in axes.flat[len(page):]:
+            ax.axis("off")
+        if not page:
+            _empty(axes[0][0], "no trained runs")
+        for ax, r in zip(axes.flat, page):
+            seq = [d for phase in sorted(r.losses) for d in r.losses[phase]]
+            terms = [t for t in ("forget", "retain", "total") if any(t in d for d in seq)]
+            terms += sorted({t for d in seq for t in d} - set(terms) - {"lr", "reg"})
+            xs = range(1, len(seq) + 1)
+            for k, term in enumerate(terms):
+                ax.plot(xs, [d.get(term, float("nan")) for d in seq], color=COLORS[k % len(COLORS)],
+                        label=term, linewidth=1.2, linestyle="--" if term == "total" else "-")
+            if any("reg" in d for d in seq):
+                # λ·penalty is orders of magnitude below the NLL terms: its own axis keeps it readable.
+                twin = ax.twinx()
+                twin.plot(xs, [d.get("reg", float("nan")) for d in seq], color=COLORS[3], linewidth=1.0, linestyle=":")
+                twin.tick_params(labelsize=6, colors=COLORS[3])
+                ax.plot([], [], color=COLORS[3], linestyle=":", label="reg (right axis)")
+            edge = 0
+            for phase in sorted(r.losses)[:-1]:
+                edge += len(r.losses[phase])
+                ax.axvline(edge + 0.5, color="#999", linestyle=":", linewidth=0.8)
+            mode = "" if r.mode == "single" else f" · {r.mode}"
+            ax.set_title(f"{r.label} · {'+'.join(r.entities)}{mode} · s{r.seed}\n{r.run_id}", fontsize=7)
+            ax.tick_params(labelsize=7)
+            ax.legend(fontsize=6, loc="best")
+        fig.suptitle("Training loss terms per step (reg = λ·penalty)" + (f" — page {p + 1}" if len(pages) > 1 else ""))
+        fig.tight_layout()
+        names += _save(fig, out, "fig_losses" if p == 0 else f"fig_losses_{p + 1}", write)
+    return names
