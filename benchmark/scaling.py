@@ -161,7 +161,10 @@ class Engine:
         if self.acc is None:
             return wrapped
         model = self.acc.unwrap_model(wrapped, keep_fp32_wrapper=False)
-        self.acc.free_memory()
+        if self.deepspeed_plugin is not None or self.device.type != "cpu":
+            # DeepSpeed's engine must be destroyed; on a GPU the device cache is worth emptying. On a
+            # CPU the optimiser state goes with the Accelerator, without free_memory's 0.3 s gc pass.
+            self.acc.free_memory()
         return model
 
 
