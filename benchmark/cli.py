@@ -7,6 +7,7 @@ Conventions: ``--json`` prints exactly one JSON object on stdout and nothing els
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -115,12 +116,16 @@ def cmd_run(args) -> int:
     p = plan(spec)
 
     def on_phase(k, metrics):
-        if spec.mode == "sequential" and not args.json:
+        if spec.mode == "sequential" and not args.json:  # only the main process evaluates and calls this
             print(f"\nafter step {k + 1} ({', '.join(metrics)}):", file=sys.stderr)
             print(table1_rows({**result_stub, "metrics": metrics}), file=sys.stderr)
 
     result_stub = {"method": spec.method, "regularizer": p.regularizer}
-    result = execute(p, on_phase=on_phase)
+    # Libraries may log to stdout (DeepSpeed does, once accelerate imports it); stdout is for the result.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = execute(p, on_phase=on_phase)
+    if result is None:  # a non-main process under accelerate launch: the main one reports
+        return 0
     if args.json:
         _emit_json(result)
     else:

@@ -19,6 +19,7 @@ from snap_bench.errors import SnapBenchError
 
 RETAIN_DATA = ("hard", "general", "hard+general", "none")
 RETAIN_TARGETS = ("pack", "self")
+MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
 @dataclass
@@ -67,6 +68,26 @@ class MethodConfig:
     """Random directions for the sliced Wasserstein distance (paper eq. 6)."""
     swd_p: float = 2.0
     """Order p of SW_p."""
+
+    # --- scale-out (GPUs; README "Scaling out") ---
+    mixed_precision: str = "no"
+    """``no`` (fp32), ``bf16`` or ``fp16`` (CUDA only) autocast through accelerate; under DeepSpeed also the
+    engine's bf16/fp16 weights (fp32 masters in its optimizer). The paper's 7B runs use bf16. Overrides the
+    accelerate config's ``mixed_precision``. On a CPU bf16 is far slower than fp32."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (transformers' gradient checkpointing): much less activation
+    memory for about a third more compute per step."""
+    lora_r: int = 0
+    """LoRA rank (peft, the ``scale`` extra); 0 trains every weight. With LoRA only the adapters train, and
+    θ_init, the optimiser and the regularizer (swd, l2, fisher) see only them; they are merged into the
+    weights after training."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator: the adapter's update is (lora_alpha / lora_r) · B·A."""
+    lora_dropout: float = 0.0
+    """Dropout on the adapters' input during training."""
+    lora_targets: str = "all-linear"
+    """Modules that get adapters: ``all-linear`` (peft: every linear layer except the LM head) or a
+    comma-separated list of module names such as ``q_proj,v_proj``."""
 
     # --- evaluation ---
     max_new_tokens: int = 64
@@ -125,6 +146,14 @@ class MethodConfig:
             raise SnapBenchError(f"--set retain_targets={self.retain_targets}: expected one of {', '.join(RETAIN_TARGETS)}")
         if self.lr_schedule not in ("linear", "constant"):
             raise SnapBenchError(f"--set lr_schedule={self.lr_schedule}: expected linear or constant")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise SnapBenchError(f"--set mixed_precision={self.mixed_precision}: expected one of {', '.join(MIXED_PRECISION)}")
+        self.require_nonnegative("lora_r")
+        self.require_positive("lora_alpha")
+        if not 0 <= self.lora_dropout < 1:
+            raise SnapBenchError(f"--set lora_dropout={self.lora_dropout}: must be in [0, 1)")
+        if not self.lora_targets.strip():
+            raise SnapBenchError("--set lora_targets: empty; use all-linear or module names such as q_proj,v_proj")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

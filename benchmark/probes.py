@@ -373,7 +373,7 @@ def _relearning_with(model, tokenizer, relearn: list[Item], held: list[Item], ju
         try:
             res = train(attacked, tokenizer, _Relearn(), build_regularizer("none", rcfg, seed),
                         UnlearnData(packs=[], forget=list(relearn), retain=[], general=[]), rcfg, seed,
-                        progress=progress)
+                        progress=progress, local=True)  # the main process alone runs the probes
         except NonFiniteLoss as exc:
             # A probe must not fail the run it measures (e.g. after gradient ascent blew the weights up).
             out["error"] = str(exc)

@@ -9,6 +9,10 @@ Modes (paper §4 and Figure 5):
   previous step's model; after every step all entities seen so far are evaluated.
 
 All validation happens before the store is opened, so a bad name, file or value writes nothing.
+
+Under ``accelerate launch`` every process runs this same code: all of them train together (see
+``trainer.py``), and only the main process writes to the store, evaluates, runs the analyses and
+returns a result; the others return None.
 """
 
 from __future__ import annotations
@@ -95,6 +99,9 @@ def plan(spec: RunSpec) -> Plan:
     from snap_bench.registry import JUDGES
 
     JUDGES.get(spec.judge)
+    from snap_bench.scaling import check_scaling
+
+    procs = check_scaling(cfg)
     record = {
         "method": spec.method,
         "regularizer": regularizer,
@@ -104,10 +111,44 @@ def plan(spec: RunSpec) -> Plan:
         "seed": spec.seed,
         "preset": spec.preset,
         "judge": spec.judge,
-        "config": cfg.to_dict(),
+        "config": _hashed_config(cfg),
         "packs": {p.slug: _fingerprint(p) for p in [*packs, general]},
     }
+    if procs.count > 1:  # the shard means and the reduction order change the numbers a little
+        record["processes"] = {"count": procs.count, "type": procs.distributed_type}
     return Plan(spec, method_cls, cfg, regularizer, packs, general, record, config_hash(record))
+
+
+# Fields added for scale-out enter the record (and the config hash) only when set, so the hashes
+# of runs stored before they existed, and a sweep's resumption, stay valid.
+_SCALE_DEFAULTS = {"mixed_precision": "no", "gradient_checkpointing": False, "lora_r": 0, "lora_alpha": 16.0,
+                   "lora_dropout": 0.0, "lora_targets": "all-linear"}
+
+
+def _hashed_config(cfg: MethodConfig) -> dict[str, Any]:
+    out = cfg.to_dict()
+    for k, default in _SCALE_DEFAULTS.items():
+        if out.get(k) == default:
+            del out[k]
+    return out
+
+
+class _NoStore:
+    """What a non-main process has instead of the store: the main process records the run."""
+
+    path = None
+
+    def start_run(self, **_):
+        return None
+
+    def finish_run(self, *_, **__):
+        pass
+
+    def fail_run(self, *_, **__):
+        pass
+
+    def close(self):
+        pass
 
 
 def _versions() -> dict[str, str]:
@@ -144,8 +185,12 @@ def _phases(p: Plan) -> list[list[Pack]]:
     return [p.packs]
 
 
-def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
-    """Run a planned experiment and return its JSON-ready result. Stores everything."""
+def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any] | None:
+    """Run a planned experiment and return its JSON-ready result. Stores everything.
+
+    Under ``accelerate launch`` only the main process stores and returns the result; the others
+    train with it and return None.
+    """
     from snap_bench.evaluate import evaluate
     from snap_bench.judge import get_judge
     from snap_bench.models import load_model
@@ -153,15 +198,19 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
     from snap_bench.store import Store
     from snap_bench.trainer import NonFiniteLoss, train
 
+    from snap_bench.scaling import load_dtype, process_info
+
     spec, cfg = p.spec, p.cfg
+    procs = process_info()
+    main = procs.is_main
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    store = Store(spec.results_dir)  # fails early (before the model loads) on an unwritable dir
+    store = Store(spec.results_dir) if main else _NoStore()  # fails early (before the model loads) on an unwritable dir
     judge = get_judge(spec.judge)
     per_entity, g_train, g_eval = _splits(p)
 
     t = time.perf_counter()
-    lm = model_bundle or load_model(spec.model, trust_remote_code=spec.trust_remote_code)
+    lm = model_bundle or load_model(spec.model, trust_remote_code=spec.trust_remote_code, dtype=load_dtype(cfg, procs))
     timings["load"] = time.perf_counter() - t
     model, tok = lm.model, lm.tokenizer
     method = p.method_cls(cfg)
@@ -175,8 +224,9 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
     train_info = {"steps": 0, "seconds": 0.0, "tokens": 0}
     try:
         if cfg.retain_targets == "self" and method.trains and (cfg.max_steps is None or cfg.max_steps > 0):
-            per_entity, g_train = _self_retain_targets(p, model, tok, judge, per_entity, g_train, timings)
-        before_logprobs = _before_logprobs(p, model, tok, per_entity, timings) if cfg.probes else None
+            per_entity, g_train = _shared(main, lambda: _self_retain_targets(p, model, tok, judge, per_entity, g_train,
+                                                                             timings))
+        before_logprobs = _before_logprobs(p, model, tok, per_entity, timings) if cfg.probes and main else None
         seen: list[Pack] = []
         for k, phase in enumerate(_phases(p)):
             seen += phase
@@ -192,7 +242,7 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
                 if getattr(method, "needs_reference", False):
                     reference = copy.deepcopy(model).eval().requires_grad_(False)
                 regularizer = build_regularizer(p.regularizer, cfg, spec.seed)
-                if spec.progress and len(p.packs) > 1:
+                if spec.progress and len(p.packs) > 1 and main:
                     print(f"snap-bench: step {k + 1}/{len(_phases(p))}: unlearning {', '.join(pk.slug for pk in phase)}",
                           file=sys.stderr)
                 # A method with its own procedure (e.g. SKU's two stages) supplies ``unlearn``; it
@@ -209,6 +259,8 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
                 train_info["steps"] += res.steps
                 train_info["seconds"] += res.seconds
                 train_info["tokens"] += res.tokens
+            if not main:
+                continue  # the main process evaluates; this one goes on to the next phase's training
             system = method.system_prompt(seen) if hasattr(method, "system_prompt") else None
             system = system or cfg.system_prompt
             t = time.perf_counter()
@@ -221,6 +273,8 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
             steps_out.append({"step": k, "trained_on": [pk.slug for pk in phase], "metrics": metrics})
             if on_phase:
                 on_phase(k, metrics)
+        if not main:
+            return None
         analyses = _analyses(p, model, tok, judge, per_entity, step_results[-1][2], system, before_logprobs, timings)
         timings["train"] = train_info["seconds"]
         timings["total"] = time.perf_counter() - t_start
@@ -335,6 +389,19 @@ def _self_retain_targets(p: Plan, model, tok, judge, per_entity, g_train, timing
               file=sys.stderr)
     timings["retain_targets"] = time.perf_counter() - t
     return out, [by_id.get(it.id, it) for it in g_train]
+
+
+def _shared(main: bool, compute):
+    """``compute()`` on the main process only, its value handed to every process (so all train on the same data)."""
+    from snap_bench.scaling import process_info
+
+    if process_info().count == 1:
+        return compute()
+    from accelerate.utils import broadcast_object_list
+
+    box = [compute() if main else None]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
 
 
 def _mean(vals):

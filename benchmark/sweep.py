@@ -93,8 +93,11 @@ def expand(suite: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run_sweep(suite_name: str, results_dir=None, progress: bool = True, dry_run: bool = False) -> dict[str, Any]:
     from snap_bench.runner import RunSpec, execute, plan
+    from snap_bench.scaling import launched_processes
     from snap_bench.store import Store
 
+    if launched_processes() > 1:  # every rank would read the store and decide what to skip on its own
+        raise SnapBenchError("snap-bench sweep runs in one process; launch each run with accelerate launch -m snap_bench run")
     suite = load_suite(suite_name)
     specs = [RunSpec(method=r["method"], entities=r["entities"], mode=r["mode"], regularizer=r["regularizer"],
                      model=r["model"], seed=r["seed"], overrides=r["overrides"], results_dir=results_dir,

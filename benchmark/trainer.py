@@ -1,5 +1,12 @@
 """The training loop. It knows a method only through ``streams``/``loss`` and a regularizer only
-through ``penalty``; everything else (batching, optimiser, schedule, clipping, logging) is here."""
+through ``penalty``; everything else (batching, optimiser, schedule, clipping, logging) is here.
+
+The loop runs through ``accelerate`` (``scaling.Engine``), so the same code trains in one process
+(``snap-bench run``) or on several under ``accelerate launch`` (DDP, DeepSpeed ZeRO). Every process
+draws the same global batch of ``batch_size`` examples from the same seeded streams and trains on
+its rows ``rank::processes``, so the global batch does not depend on the process count; the logged
+losses are the means over processes.
+"""
 
 from __future__ import annotations
 
@@ -84,9 +91,23 @@ def _lr_lambda(cfg, total: int) -> Callable[[int], float]:
     return f
 
 
+def _check_shards(per_stream: dict[str, int], processes: int) -> None:
+    """Each stream's share of the global batch must split evenly, so every process sees the same mix."""
+    for k, n in per_stream.items():
+        if n % processes:
+            raise SnapBenchError(f"{n} {k} examples per step cannot be split evenly over {processes} processes; "
+                                 f"choose --set batch_size so that each stream's share is a multiple of {processes}")
+
+
 def train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, reference=None, progress: bool = True,
-          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Unlearn in place. Raises :class:`NonFiniteLoss` if any loss term turns NaN/inf."""
+          on_step: Callable[[int, dict[str, float]], None] | None = None, local: bool = False) -> TrainResult:
+    """Unlearn in place. Raises :class:`NonFiniteLoss` if any loss term turns NaN/inf.
+
+    ``local=True`` trains in this process alone even under ``accelerate launch`` (for analyses that
+    only the main process runs, such as the relearning attack).
+    """
+    from snap_bench.scaling import attach_lora, checkpointing, detach_lora, make_engine, set_checkpointing
+
     torch.manual_seed(seed)
     streams_ex = method.streams(data)
     streams_ex = {k: v for k, v in streams_ex.items() if v}
@@ -103,50 +124,94 @@ def train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, refere
     if total == 0:
         return result
 
+    engine = make_engine(cfg, local=local, micro_batch=sum(per_stream.values()))
+    if engine.num_processes > 1:
+        _check_shards(per_stream, engine.num_processes)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    init_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    use_reg = cfg.lambda_reg > 0 and getattr(regularizer, "active", True)
-    if use_reg and hasattr(regularizer, "prepare"):
-        regularizer.prepare(model, init_state, PrepareContext(tokenizer, encoded, pad_id, cfg, seed))
-    model.train()
-    opt = _optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
-    t0 = time.perf_counter()
+    engine.place(model, reference)
+    lora = attach_lora(model, cfg) if cfg.lora_r else None
+    switch_checkpointing = cfg.gradient_checkpointing and not checkpointing(model)
+    if switch_checkpointing:
+        set_checkpointing(model, True)
+    wrapped = model
     try:
-        for step in range(total):
-            batches = {k: collate(s.take(per_stream[k]), pad_id) for k, s in streams.items()}
-            ctx = StepContext(step=step, total_steps=total, init_state=init_state, reference=reference)
-            terms = dict(method.loss(model, batches, ctx))
-            if use_reg:
-                terms["reg"] = cfg.lambda_reg * regularizer.penalty(model, init_state)
-            loss = sum(terms.values())
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            values["total"] = float(loss.detach())
-            if not all(math.isfinite(v) for v in values.values()):
-                raise NonFiniteLoss(step, values)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            result.steps = step + 1
-            result.tokens += sum(int(b["attention_mask"].sum()) for b in batches.values())
-            values["lr"] = sched.get_last_lr()[0]
-            result.losses.append(values)
-            if on_step:
-                on_step(step, values)
-            if bar is not None:
-                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if k != "lr"}, refresh=False)
-                bar.update(1)
+        # Under LoRA only the adapters require grad: θ_init, the optimiser and the regularizer see them alone.
+        init_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        use_reg = cfg.lambda_reg > 0 and getattr(regularizer, "active", True)
+        if use_reg and hasattr(regularizer, "prepare"):
+            regularizer.prepare(model, init_state, PrepareContext(tokenizer, encoded, pad_id, cfg, seed))
+        model.train()
+        opt = _optimizer(model, cfg)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
+        # The forward pass goes through ``wrapped`` (DDP / DeepSpeed sync gradients there); the
+        # regularizer reads the same parameters by name on the plain ``model``.
+        wrapped, opt, sched = engine.prepare(model, opt, sched)
+        loop = _Loop(engine, wrapped, model, method, regularizer if use_reg else None, init_state, reference, cfg, opt,
+                     sched)
+        loop.run(streams, per_stream, pad_id, total, result, progress, on_step)
     finally:
-        if bar is not None:
-            bar.close()
-        result.seconds = time.perf_counter() - t0
+        model = engine.release(wrapped)
+        if switch_checkpointing:
+            set_checkpointing(model, False)
+        if lora is not None:
+            detach_lora(model, lora)
         model.eval()
     return result
+
+
+@dataclass
+class _Loop:
+    engine: object
+    wrapped: object  # what the forward pass goes through
+    model: object  # the plain model whose parameters init_state names
+    method: object
+    regularizer: object | None  # None: no penalty term
+    init_state: dict
+    reference: object
+    cfg: object
+    opt: object = None
+    sched: object = None
+
+    def run(self, streams, per_stream, pad_id, total, result, progress, on_step) -> None:
+        eng, cfg = self.engine, self.cfg
+        processes, rank = eng.num_processes, eng.process_index
+        bar = None
+        if progress and eng.is_main_process:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+        t0 = time.perf_counter()
+        try:
+            for step in range(total):
+                # Every process draws the same global batch and keeps its rows (one process: all of them).
+                batches = {k: eng.to_device(collate(s.take(per_stream[k])[rank::processes], pad_id))
+                           for k, s in streams.items()}
+                ctx = StepContext(step=step, total_steps=total, init_state=self.init_state, reference=self.reference)
+                with eng.autocast():
+                    terms = dict(self.method.loss(self.wrapped, batches, ctx))
+                if self.regularizer is not None:  # outside autocast: distances between weights want fp32
+                    terms["reg"] = cfg.lambda_reg * self.regularizer.penalty(self.model, self.init_state)
+                loss = sum(terms.values())
+                tokens = sum(int(b["attention_mask"].sum()) for b in batches.values())
+                values, tokens = eng.global_values(terms, loss, tokens)
+                if not all(math.isfinite(v) for v in values.values()):
+                    raise NonFiniteLoss(step, values)
+                self.opt.zero_grad(set_to_none=True)
+                eng.backward(loss)
+                if cfg.max_grad_norm:
+                    eng.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.opt.step()
+                self.sched.step()
+                result.steps = step + 1
+                result.tokens += tokens
+                values["lr"] = self.sched.get_last_lr()[0]
+                result.losses.append(values)
+                if on_step:
+                    on_step(step, values)
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if k != "lr"}, refresh=False)
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+            result.seconds = time.perf_counter() - t0

@@ -88,7 +88,9 @@ class FisherRegularizer:
         model.eval()  # no dropout: the Fisher of the model as it is
         n_batches, n_examples = 0, 0
         try:
+            device = named[0][1].device if named else None
             for batch in batches:
+                batch = {k: v.to(device) for k, v in batch.items()}  # the weights may be on a GPU
                 loss = nll_per_stream(model, {"s": batch})["s"]
                 grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
                 for a, g in zip(acc, grads):
