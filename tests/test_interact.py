@@ -271,3 +271,11 @@ def test_an_older_store_gains_the_saved_models_table(tmp_path):
         assert store.saved_model(run_id) == "/somewhere" and store.saved_model("other") is None
     finally:
         store.close()
+
+
+def test_nlp_scores_a_save(saved):
+    code, out, err = _main("nlp", "--model", saved[0], "--tasks", "mmlu", "--limit", "8", "--json", "--no-progress")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["model"] == str(saved[0]) and got["tasks"]["mmlu"]["n"] == 8
+    assert 0.0 <= got["tasks"]["mmlu"]["acc"] <= 1.0
