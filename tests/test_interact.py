@@ -170,7 +170,7 @@ def test_chat_streams_pieces_while_generating(saved):
     assert len(pieces) > 1 and pieces[0][1] < len(forwards), "the first piece must be written before decoding ends"
 
 
-def _read_until(fd, buf: bytearray, needle: bytes, count: int = 1, timeout: float = 240) -> None:
+def _read_until(fd, buf: bytearray, needle: bytes, count: int = 1, timeout: float = 600) -> None:
     """Read the terminal into ``buf`` until ``needle`` has appeared ``count`` times."""
     deadline = time.monotonic() + timeout
     while buf.count(needle) < count:
