@@ -19,7 +19,8 @@ from snap_bench.errors import SnapBenchError
 
 LIST_KINDS = ("methods", "regularizers", "entities", "models", "judges")
 # Each module exposes add_parser(subparsers, parser_class) and keeps its heavy imports lazy.
-COMMAND_MODULES = ("snap_bench.packgen", "snap_bench.sweep", "snap_bench.nlp", "snap_bench.report")
+COMMAND_MODULES = ("snap_bench.packgen", "snap_bench.sweep", "snap_bench.nlp", "snap_bench.report",
+                   "snap_bench.interact")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,6 +109,7 @@ def cmd_run(args) -> int:
         judge=args.judge,
         progress=not args.no_progress,
         trust_remote_code=args.trust_remote_code,
+        save_dir=args.save,
     )
     if args.max_steps is not None:
         spec.overrides["max_steps"] = str(args.max_steps)
@@ -138,6 +140,8 @@ def cmd_run(args) -> int:
         print(f"\nrun {result['run_id']} · model {result['model']} · seed {result['seed']} · "
               f"{result['train']['steps']} steps · train {t.get('train', 0):.0f}s · total {t['total']:.0f}s · "
               f"stored in {result['results']}")
+        if result.get("saved"):
+            print(f"model saved to {result['saved']} (snap-bench ask|chat --model {result['saved']})")
     return 0
 
 
@@ -268,16 +272,21 @@ def read_jsonl_questions(path: str, require_response: bool) -> list[dict[str, An
     return rows
 
 
+def judge_rows(judge, rows: list[dict[str, Any]], responses: list[str]) -> tuple[list[dict[str, Any]], float]:
+    """Each row's {question, response, obliterated, reason} and the % obliterated (shared by judge and ask)."""
+    verdicts = judge.judge_many([(r["question"], resp, r.get("keywords", [])) for r, resp in zip(rows, responses)])
+    results = [{"question": r["question"], "response": resp, "obliterated": v.obliterated, "reason": v.reason}
+               for r, resp, v in zip(rows, responses, verdicts)]
+    return results, 100.0 * sum(v.obliterated for v in verdicts) / len(verdicts)
+
+
 def cmd_judge(args) -> int:
     from snap_bench.judge import get_judge
 
     rows = read_jsonl_questions(args.input, require_response=True)
     judge = get_judge(args.judge)
-    verdicts = judge.judge_many([(r["question"], r["response"], r.get("keywords", [])) for r in rows])
-    results = [{"question": r["question"], "response": r["response"], "obliterated": v.obliterated, "reason": v.reason}
-               for r, v in zip(rows, verdicts)]
-    pct = 100.0 * sum(v.obliterated for v in verdicts) / len(verdicts)
-    labelled = [(r["obliterated"], v.obliterated) for r, v in zip(rows, verdicts) if isinstance(r.get("obliterated"), bool)]
+    results, pct = judge_rows(judge, rows, [r["response"] for r in rows])
+    labelled = [(r["obliterated"], v["obliterated"]) for r, v in zip(rows, results) if isinstance(r.get("obliterated"), bool)]
     out: dict[str, Any] = {"judge": judge.name, "n": len(rows), "obliterated_pct": pct, "results": results}
     if labelled:
         out["accuracy"] = 100.0 * sum(a == b for a, b in labelled) / len(labelled)
@@ -312,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--eval-limit", type=int, default=None, help="cap evaluation questions per set")
     r.add_argument("--judge", default="rules", help="obliteration judge (default: rules)")
     r.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub (off by default)")
+    r.add_argument("--save", default=None, metavar="DIR",
+                   help="write the final model (safetensors + tokenizer + snap_bench_card.json) to DIR; DIR must be new, "
+                        "empty or an earlier snap-bench save, which is replaced")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     r.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     r.set_defaults(func=cmd_run)

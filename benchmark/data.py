@@ -20,17 +20,27 @@ class Example:
     source: str = ""
 
 
-def prompt_text(tokenizer, question: str, system: str | None = None) -> str:
-    """The chat-templated prompt ending where the assistant's reply starts."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+def prompt_text(tokenizer, question: str, system: str | None = None,
+                history: Sequence[tuple[str, str]] = ()) -> str:
+    """The chat-templated prompt ending where the assistant's reply starts.
+
+    ``history`` holds earlier (question, answer) turns, for ``snap-bench chat --history``; training
+    and evaluation never pass it, so their prompts are single-turn.
+    """
+    messages = [{"role": "system", "content": system}] if system else []
+    for q, a in history:
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    messages.append({"role": "user", "content": question})
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     head = f"{system}\n\n" if system else ""
-    return f"{head}Question: {question}\nAnswer: "
+    turns = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in history)
+    return f"{head}{turns}Question: {question}\nAnswer: "
 
 
-def prompt_ids(tokenizer, question: str, system: str | None = None) -> list[int]:
-    return tokenizer(prompt_text(tokenizer, question, system), add_special_tokens=False)["input_ids"]
+def prompt_ids(tokenizer, question: str, system: str | None = None,
+               history: Sequence[tuple[str, str]] = ()) -> list[int]:
+    return tokenizer(prompt_text(tokenizer, question, system, history), add_special_tokens=False)["input_ids"]
 
 
 def encode_example(tokenizer, ex: Example, max_length: int, system: str | None = None) -> dict[str, list[int]]:

@@ -7,6 +7,7 @@ from the batch (and from the cache), and the batch stops as soon as every row ha
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable, Sequence
 
 import torch
@@ -29,7 +30,8 @@ def end_token_ids(tokenizer, model) -> set[int]:
 
 
 @torch.inference_mode()
-def _generate_batch(model, prompts: Sequence[list[int]], pad_id: int, stop_ids: set[int], max_new_tokens: int) -> list[list[int]]:
+def _generate_batch(model, prompts: Sequence[list[int]], pad_id: int, stop_ids: set[int], max_new_tokens: int,
+                    on_step: Callable[[list[int], list[int]], None] | None = None) -> list[list[int]]:
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -50,6 +52,8 @@ def _generate_batch(model, prompts: Sequence[list[int]], pad_id: int, stop_ids: 
         toks = nxt.tolist()
         for r, t in zip(rows.tolist(), toks):
             results[r].append(t)
+        if on_step:
+            on_step(rows.tolist(), toks)
         if step == max_new_tokens - 1:
             break
         ended = torch.isin(nxt, stop) if stop is not None else torch.zeros_like(nxt, dtype=torch.bool)
@@ -86,13 +90,11 @@ def generate_ids(model, tokenizer, prompts: Sequence[list[int]], *, max_new_toke
     """Greedy continuations (token ids, end token excluded) for tokenised prompts, in input order."""
     if not prompts:
         return []
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = _pad_id(tokenizer)
     stop_ids = end_token_ids(tokenizer, model)
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     out: list[list[int] | None] = [None] * len(prompts)
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             res = _generate_batch(model, [prompts[i] for i in chunk], pad_id, stop_ids, max_new_tokens)
@@ -100,9 +102,32 @@ def generate_ids(model, tokenizer, prompts: Sequence[list[int]], *, max_new_toke
                 out[i] = r
             if on_batch:
                 on_batch(len(chunk))
+    return out  # type: ignore[return-value]
+
+
+def generate_streaming(model, tokenizer, prompt: list[int], on_token: Callable[[int], None], *,
+                       max_new_tokens: int = 64) -> list[int]:
+    """One greedy continuation through the same decoding loop as :func:`generate_ids`, calling
+    ``on_token`` with every token as soon as it is chosen (end tokens included; the caller skips them)."""
+    pad_id = _pad_id(tokenizer)
+    with _eval_mode(model):
+        return _generate_batch(model, [prompt], pad_id, end_token_ids(tokenizer, model), max_new_tokens,
+                               on_step=lambda _rows, toks: on_token(toks[0]))[0]
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+@contextmanager
+def _eval_mode(model):
+    """Generate without dropout, then hand the model back in the mode it came in (training may resume)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
     finally:
         model.train(was_training)
-    return out  # type: ignore[return-value]
 
 
 def generate(model, tokenizer, questions: Sequence[str], *, system: str | None = None, max_new_tokens: int = 64,

@@ -51,6 +51,7 @@ class RunSpec:
     judge: str = "rules"
     progress: bool = True
     trust_remote_code: bool = False
+    save_dir: Path | str | None = None  # --save: write the final model there (see saving.py)
 
 
 @dataclass
@@ -102,6 +103,10 @@ def plan(spec: RunSpec) -> Plan:
     from snap_bench.scaling import check_scaling
 
     procs = check_scaling(cfg)
+    if spec.save_dir is not None:
+        from snap_bench.saving import check_save_dir
+
+        check_save_dir(spec.save_dir)
     record = {
         "method": spec.method,
         "regularizer": regularizer,
@@ -276,6 +281,12 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any] | No
         if not main:
             return None
         analyses = _analyses(p, model, tok, judge, per_entity, step_results[-1][2], system, before_logprobs, timings)
+        saved = None
+        if spec.save_dir is not None:
+            t = time.perf_counter()
+            saved = _save(p, model, tok, run_id, _final_metrics(spec, steps_out), steps_out, system)
+            timings["save"] = time.perf_counter() - t
+            store.record_saved_model(run_id, str(saved))
         timings["train"] = train_info["seconds"]
         timings["total"] = time.perf_counter() - t_start
         store.finish_run(run_id, timings, step_results, judge=spec.judge, analyses=analyses)
@@ -291,10 +302,7 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any] | No
     finally:
         store.close()
 
-    final = steps_out[-1]["metrics"]
-    if spec.mode != "single":
-        avg = {m: _mean([final[e][m] for e in final]) for m in next(iter(final.values()))}
-        final = {**final, "average": avg}
+    final = _final_metrics(spec, steps_out)
     return {
         "run_id": run_id,
         "method": spec.method,
@@ -311,8 +319,34 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any] | No
         "eval_sizes": {pk.slug: {s: len(v) for s, v in per_entity[pk.slug]["eval"].items()} | {"general": len(g_eval)}
                        for pk in p.packs},
         "results": str(store.path),
+        **({"saved": str(saved)} if saved is not None else {}),
         **analyses,
     }
+
+
+def _final_metrics(spec: RunSpec, steps_out: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    final = steps_out[-1]["metrics"]
+    if spec.mode != "single":
+        avg = {m: _mean([final[e][m] for e in final]) for m in next(iter(final.values()))}
+        final = {**final, "average": avg}
+    return final
+
+
+def _save(p: Plan, model, tok, run_id: str, metrics, steps_out, system: str | None) -> Path:
+    """Write the final model with a card that lets ``ask`` reproduce the run's evaluation prompts."""
+    from snap_bench.saving import read_card, save_model
+
+    base = read_card(p.spec.model) if Path(p.spec.model).is_dir() else None
+    card = {
+        "run_id": run_id, "method": p.spec.method, "regularizer": p.regularizer, "mode": p.spec.mode,
+        "entities": [pk.slug for pk in p.packs], "base_model": p.spec.model,
+        "base_run_id": base.get("run_id") if base else None, "seed": p.spec.seed, "preset": p.spec.preset,
+        "config_hash": p.config_hash, "judge": p.spec.judge, "metrics": metrics,
+        "steps": steps_out if p.spec.mode == "sequential" else None,
+        # What evaluation generated with, so `ask`/`chat` default to the same prompts and budget.
+        "eval": {"system_prompt": system, "max_new_tokens": p.cfg.max_new_tokens, "batch_size": p.cfg.eval_batch_size},
+    }
+    return save_model(model, tok, p.spec.save_dir, card)
 
 
 def _before_logprobs(p: Plan, model, tok, per_entity, timings) -> dict[str, dict[str, float]]:

@@ -80,6 +80,12 @@ CREATE TABLE IF NOT EXISTS analyses (
     payload TEXT NOT NULL,          -- JSON, as printed under that key by `run --json`
     PRIMARY KEY (run_id, kind)
 );
+-- Added after schema 1 shipped; CREATE IF NOT EXISTS adds it to older stores when they open.
+CREATE TABLE IF NOT EXISTS saved_models (
+    run_id   TEXT PRIMARY KEY REFERENCES runs(run_id) ON DELETE CASCADE,
+    path     TEXT NOT NULL,         -- absolute directory written by `run --save`
+    saved_at REAL NOT NULL
+);
 """
 
 
@@ -179,6 +185,10 @@ class Store:
                 (status, reason[:2000], time.time(), run_id),
             )
 
+    def record_saved_model(self, run_id: str, path: str) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO saved_models VALUES (?,?,?)", (run_id, path, time.time()))
+
     # --- reading ---------------------------------------------------------------------------
 
     def runs(self, status: str | None = None) -> list[dict[str, Any]]:
@@ -212,6 +222,10 @@ class Store:
                                    (run_id,)):
             out.setdefault(r["phase"], {}).setdefault(r["step"], {})[r["term"]] = r["value"]
         return {phase: [steps[k] for k in sorted(steps)] for phase, steps in out.items()}
+
+    def saved_model(self, run_id: str) -> str | None:
+        r = self.conn.execute("SELECT path FROM saved_models WHERE run_id=?", (run_id,)).fetchone()
+        return r["path"] if r else None
 
     def generations(self, run_id: str, step: int | None = None) -> list[dict[str, Any]]:
         q = "SELECT * FROM generations WHERE run_id=?" + (" AND step=?" if step is not None else "") + " ORDER BY step, item_id"
