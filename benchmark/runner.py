@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import platform
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class RunSpec:
     judge: str = "rules"
     progress: bool = True
     trust_remote_code: bool = False
+    allow_pickle: bool = False  # load pickle (.bin/.pt) weights of a local model directory; off: safetensors only
 
 
 @dataclass
@@ -144,32 +146,44 @@ def _phases(p: Plan) -> list[list[Pack]]:
     return [p.packs]
 
 
-def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
-    """Run a planned experiment and return its JSON-ready result. Stores everything."""
+def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -> dict[str, Any]:
+    """Run a planned experiment and return its JSON-ready result. Stores everything.
+
+    With ``claim`` (sweeps) the config hash is claimed atomically first: when it is done already or
+    a live process holds it, nothing runs and ``{"skipped": "done"|"busy", "run_id": ...}`` comes back."""
     from snap_bench.evaluate import evaluate
+    from snap_bench.fsutil import preflight_dir
     from snap_bench.judge import get_judge
     from snap_bench.models import load_model
     from snap_bench.regularizers.base import build_regularizer
-    from snap_bench.store import Store
+    from snap_bench.store import Store, default_results_dir
     from snap_bench.trainer import NonFiniteLoss, train
 
     spec, cfg = p.spec, p.cfg
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    store = Store(spec.results_dir)  # fails early (before the model loads) on an unwritable dir
+    # A full disk or an unwritable folder fails here, before the model loads or training starts.
+    preflight_dir(spec.results_dir or default_results_dir())
+    store = Store(spec.results_dir)
     judge = get_judge(spec.judge)
     per_entity, g_train, g_eval = _splits(p)
 
     t = time.perf_counter()
-    lm = model_bundle or load_model(spec.model, trust_remote_code=spec.trust_remote_code)
+    lm = model_bundle or load_model(spec.model, trust_remote_code=spec.trust_remote_code, allow_pickle=spec.allow_pickle)
     timings["load"] = time.perf_counter() - t
     model, tok = lm.model, lm.tokenizer
     method = p.method_cls(cfg)
 
-    run_id = store.start_run(
-        config_hash=p.config_hash, method=spec.method, regularizer=p.regularizer, mode=spec.mode,
-        entities=[pk.slug for pk in p.packs], model=spec.model, seed=spec.seed, config=p.record, versions=_versions(),
-    )
+    fields = dict(method=spec.method, regularizer=p.regularizer, mode=spec.mode, entities=[pk.slug for pk in p.packs],
+                  model=spec.model, seed=spec.seed, config=p.record, versions=_versions())
+    if claim:
+        status, run_id = store.claim_run(config_hash=p.config_hash, **fields)
+        if status != "claimed":
+            store.close()
+            return {"skipped": status, "run_id": run_id, "config_hash": p.config_hash}
+    else:
+        run_id = store.start_run(config_hash=p.config_hash, **fields)
+    beat = store.start_heartbeat(run_id)
     step_results: list[tuple] = []
     steps_out: list[dict[str, Any]] = []
     train_info = {"steps": 0, "seconds": 0.0, "tokens": 0}
@@ -224,17 +238,18 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
         analyses = _analyses(p, model, tok, judge, per_entity, step_results[-1][2], system, before_logprobs, timings)
         timings["train"] = train_info["seconds"]
         timings["total"] = time.perf_counter() - t_start
-        store.finish_run(run_id, timings, step_results, judge=spec.judge, analyses=analyses)
+        _finish(store, run_id, timings, step_results, spec.judge, analyses)
     except NonFiniteLoss as exc:
-        store.fail_run(run_id, str(exc))
+        _fail(store, run_id, str(exc))
         raise SnapBenchError(f"run {run_id} failed: {exc}") from None
     except KeyboardInterrupt:
-        store.fail_run(run_id, "interrupted (KeyboardInterrupt)", status="interrupted")
+        _fail(store, run_id, "interrupted (KeyboardInterrupt)", status="interrupted")
         raise
     except BaseException as exc:
-        store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+        _fail(store, run_id, f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        beat.stop()
         store.close()
 
     final = steps_out[-1]["metrics"]
@@ -259,6 +274,23 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any]:
         "results": str(store.path),
         **analyses,
     }
+
+
+def _finish(store, run_id: str, timings, step_results, judge: str, analyses) -> None:
+    try:
+        store.finish_run(run_id, timings, step_results, judge=judge, analyses=analyses)
+    except sqlite3.Error as exc:  # e.g. a full disk: the transaction rolled back, nothing of the run was kept
+        raise SnapBenchError(f"results store {store.path}: could not record run {run_id} ({exc}); "
+                             "none of its results were kept") from None
+
+
+def _fail(store, run_id: str, reason: str, status: str = "failed") -> None:
+    """Record the failure; when the store itself is what broke, say so and let the original error through."""
+    try:
+        store.fail_run(run_id, reason, status=status)
+    except sqlite3.Error as exc:
+        print(f"snap-bench: warning: could not mark run {run_id} {status} ({exc}); the next open of the store "
+              "marks it interrupted", file=sys.stderr)
 
 
 def _before_logprobs(p: Plan, model, tok, per_entity, timings) -> dict[str, dict[str, float]]:

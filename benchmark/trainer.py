@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from snap_bench import faults
 from snap_bench.data import Stream, collate, encode_example
 from snap_bench.errors import SnapBenchError
 from snap_bench.methods.base import StepContext
@@ -136,6 +137,7 @@ def train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, refere
             opt.step()
             sched.step()
             result.steps = step + 1
+            faults.point("train_step")
             result.tokens += sum(int(b["attention_mask"].sum()) for b in batches.values())
             values["lr"] = sched.get_last_lr()[0]
             result.losses.append(values)
