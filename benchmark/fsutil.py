@@ -58,11 +58,24 @@ def min_free_bytes() -> int:
 
 
 def preflight_dir(path: Path | str, what: str = "results dir", check_space: bool = True) -> Path:
-    """Create ``path`` if needed and prove it takes a write; refuse it when free space is below the minimum."""
+    """Refuse ``path`` when its disk has less free space than the minimum; otherwise create it if needed
+    and prove it takes a write. The space check comes first, so a refused folder is not created."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SnapBenchError(f"{what} {path}: exists and is not a directory")
+    if check_space:
+        need = min_free_bytes()
+        anchor = path
+        while not anchor.exists() and anchor != anchor.parent:
+            anchor = anchor.parent  # the nearest folder that exists is on the disk the new one will be on
+        try:
+            free = shutil.disk_usage(anchor).free
+        except OSError as exc:
+            raise SnapBenchError(f"{what} {path}: cannot check free space ({exc.strerror or exc})") from None
+        if free < need:
+            raise SnapBenchError(f"{what} {path}: only {free / 2**20:.0f} MiB free, need at least {need / 2**20:.0f} MiB "
+                                 f"(free some space or lower {ENV_MIN_FREE_MB})")
     try:
-        if path.exists() and not path.is_dir():
-            raise SnapBenchError(f"{what} {path}: exists and is not a directory")
         path.mkdir(parents=True, exist_ok=True)
         # os.access says yes to root on a read-only mount; only a real write answers truly.
         fd, tmp = tempfile.mkstemp(dir=path, prefix=".write-probe-")
@@ -74,11 +87,4 @@ def preflight_dir(path: Path | str, what: str = "results dir", check_space: bool
             os.unlink(tmp)
     except OSError as exc:
         raise SnapBenchError(f"{what} {path}: not writable ({exc.strerror or exc})") from None
-    if not check_space:
-        return path
-    need = min_free_bytes()
-    free = shutil.disk_usage(path).free
-    if free < need:
-        raise SnapBenchError(f"{what} {path}: only {free / 2**20:.0f} MiB free, need at least {need / 2**20:.0f} MiB "
-                             f"(free some space or lower {ENV_MIN_FREE_MB})")
     return path

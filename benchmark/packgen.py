@@ -797,6 +797,8 @@ def _check_args(args) -> None:
 
 
 def _entity_arg(out: Path) -> str:
+    if ".." in out.parts:  # `run --entity` refuses '..' in a pack path
+        return str(out.resolve())
     s = str(out)
     return s if ("/" in s or s.startswith(".")) else f"./{s}"
 

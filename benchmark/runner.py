@@ -86,6 +86,10 @@ def plan(spec: RunSpec) -> Plan:
     method_cls = METHODS.get(spec.method)
     overrides = dict(spec.overrides)
     cfg = build_config(method_cls.config_cls, spec.preset, overrides)
+    if cfg.eval_nlp:  # checked now: a bad task name would otherwise fail after all the training
+        from snap_bench.nlp import parse_tasks
+
+        parse_tasks(cfg.nlp_tasks)
     regularizer = spec.regularizer or cfg.regularizer
     REGULARIZERS.get(regularizer)
     cfg.regularizer = regularizer
@@ -93,10 +97,12 @@ def plan(spec: RunSpec) -> Plan:
     general = load_general()
     from snap_bench.models import check_model_spec
 
-    check_model_spec(spec.model)
+    check_model_spec(spec.model, allow_pickle=spec.allow_pickle)
     from snap_bench.registry import JUDGES
+    from snap_bench.store import check_env
 
     JUDGES.get(spec.judge)
+    check_env()
     record = {
         "method": spec.method,
         "regularizer": regularizer,

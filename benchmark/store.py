@@ -112,6 +112,7 @@ class Store:
     def __init__(self, results_dir: Path | str | None = None):
         self.dir = Path(results_dir) if results_dir else default_results_dir()
         self.path = self.dir / DB_NAME
+        check_env()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -332,6 +333,12 @@ class Store:
             if d.get(k):
                 d[k] = json.loads(d[k])
         return d
+
+
+def check_env() -> None:
+    """Raise on a bad $SNAP_BENCH_STALE_S / $SNAP_BENCH_HEARTBEAT_S now, not halfway through a run."""
+    for name, default in ((ENV_STALE_S, STALE_S), (ENV_HEARTBEAT_S, HEARTBEAT_S)):
+        _env_seconds(name, default)
 
 
 def pid_alive(pid: int) -> bool:
