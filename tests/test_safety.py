@@ -82,8 +82,10 @@ def test_injected_nan_penalty_stops_at_that_step_in_a_sweep_which_goes_on(cli, t
 @pytest.fixture(scope="module")
 def pickle_model_dir(tmp_path_factory, tiny):
     d = tmp_path_factory.mktemp("pickled")
-    tiny.model.save_pretrained(d, safe_serialization=False)
+    tiny.model.save_pretrained(d)  # transformers writes safetensors only; turn it into a pickle checkpoint
     tiny.tokenizer.save_pretrained(d)
+    (d / "model.safetensors").unlink()
+    torch.save(tiny.model.state_dict(), d / "pytorch_model.bin")
     assert (d / "pytorch_model.bin").is_file() and not list(d.glob("*.safetensors"))
     return d
 
@@ -173,6 +175,11 @@ def _assert_no_canary(tmp_path: Path, *texts: str):
 
 
 def test_secrets_never_reach_the_store_logs_cache_or_errors(cli, tmp_path, monkeypatch, echo_server):
+    import snap_bench.evaluate as evaluate
+
+    # The tiny random model's greedy replies are empty, which every judge decides locally; give the
+    # judge real text so that it has to ask the (failing) server.
+    monkeypatch.setattr(evaluate, "generate", lambda model, tok, questions, **kw: ["Her name is May."] * len(questions))
     monkeypatch.setenv("OPENAI_API_KEY", CANARY_KEY)
     monkeypatch.setenv("LAB_SERVICE_TOKEN", CANARY_TOKEN)
     monkeypatch.setenv("SNAP_BENCH_JUDGE_BASE_URL", echo_server)
