@@ -218,10 +218,14 @@ class Store:
 
     def _reap(self, c: sqlite3.Connection) -> list[str]:
         now, host, stale = time.time(), socket.gethostname(), _env_seconds(ENV_STALE_S, STALE_S)
+        # A dead pid counts only once the heartbeat has also missed two beats: two containers can share
+        # a host name but not a pid namespace, and a live process there must not lose its run.
+        grace = 2 * _env_seconds(ENV_HEARTBEAT_S, HEARTBEAT_S) + 1
         reaped = []
         for r in c.execute("SELECT run_id, host, pid, heartbeat FROM runs WHERE status='running'").fetchall():
             why = None
-            if r["host"] == host and r["pid"] and not pid_alive(r["pid"]):
+            quiet = r["heartbeat"] is None or now - r["heartbeat"] > grace
+            if r["host"] == host and r["pid"] and quiet and not pid_alive(r["pid"]):
                 why = f"interrupted: owner process {r['pid']} on {host} is gone (killed or crashed)"
             elif r["heartbeat"] is not None and now - r["heartbeat"] > stale:
                 why = (f"interrupted: no heartbeat for {now - r['heartbeat']:.0f} s from {r['host']}:{r['pid']} "

@@ -33,6 +33,12 @@ def _suite(tmp_path: Path, body: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _fast_heartbeat(monkeypatch):
+    """Beat every 0.2 s (here and in the subprocesses), so a killed owner is recognised within a second."""
+    monkeypatch.setenv("SNAP_BENCH_HEARTBEAT_S", "0.2")
+
+
 @pytest.fixture
 def packs(tmp_path):
     return make_pack(tmp_path / "packs"), make_pack(tmp_path / "packs", slug="quorvax", name="Quorvax Dell")
@@ -60,7 +66,7 @@ class Proc:
 
     def __init__(self, args, env_extra=None, cwd=None):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-               **(env_extra or {})}
+               "PYTHONFAULTHANDLER": "1", **(env_extra or {})}
         self.p = subprocess.Popen([*SNAP_BENCH, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True, env=env, cwd=cwd)
         self.err: list[str] = []
@@ -77,8 +83,12 @@ class Proc:
             if self.p.poll() is not None and not self._t.is_alive():
                 raise AssertionError(f"process ended ({self.p.returncode}) before {marker!r}:\n{''.join(self.err)}")
             if time.time() - t0 > timeout:
-                self.kill()
-                raise AssertionError(f"no {marker!r} within {timeout}s:\n{''.join(self.err)}")
+                state = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                os.kill(self.p.pid, signal.SIGABRT)  # faulthandler prints every thread's stack
+                self.p.wait(timeout=30)
+                self._t.join(timeout=5)
+                raise AssertionError(f"no {marker!r} within {timeout}s (state {state[0]}, cpu ticks {state[11]}+{state[12]}):"
+                                     f"\n{''.join(self.err)}")
             time.sleep(0.05)
 
     def kill(self) -> None:
@@ -122,6 +132,7 @@ def test_kill_9_at_each_phase_leaves_the_run_interrupted_and_a_rerun_completes_w
         proc = Proc(["sweep", "--suite", suite, "--results", res, "--no-progress"], {"SNAP_BENCH_FAULT": fault})
         proc.wait_for(f"fault: paused at {fault.split(':')[0]}")
         proc.kill()
+        time.sleep(1)  # past the 2-beat grace
         # As the killed process left it: its run is 'running' (never 'done'), with no results at all
         # (for finish_run, the metrics it had inserted were rolled back with the transaction).
         rows = _rows(db, "SELECT run_id, status, pid FROM runs ORDER BY created_at")
@@ -133,6 +144,7 @@ def test_kill_9_at_each_phase_leaves_the_run_interrupted_and_a_rerun_completes_w
         assert _rows(db, "SELECT COUNT(*) FROM analyses") == [(0,)], what
         killed.append((run_id, owner))
 
+    time.sleep(1)
     store = Store(res)  # the next open notices the dead owner
     runs = {r["run_id"]: r for r in store.runs()}
     store.close()
@@ -227,15 +239,17 @@ def test_stale_heartbeat_and_dead_pid_are_reaped_live_runs_are_not(tmp_path, mon
     _insert_running(db, "stale-remote", "other-host", 1, now - 1000)
     _insert_running(db, "fresh-remote", "other-host", 1, now)
     _insert_running(db, "silent-remote", "other-host", 1, None)  # an old-schema row: no heartbeat to judge by
-    _insert_running(db, "dead-local", socket.gethostname(), dead.pid, now)
+    _insert_running(db, "dead-local", socket.gethostname(), dead.pid, now - 60)
+    _insert_running(db, "just-died-local", socket.gethostname(), dead.pid, now)  # within the 2-beat grace
     _insert_running(db, "live-local", socket.gethostname(), os.getpid(), now)
     monkeypatch.setenv("SNAP_BENCH_STALE_S", "300")
+    monkeypatch.setenv("SNAP_BENCH_HEARTBEAT_S", "15")
     store = Store(tmp_path)
     status = {r["run_id"]: (r["status"], r["reason"]) for r in store.runs()}
     store.close()
     assert status["stale-remote"][0] == "interrupted" and "no heartbeat for 1" in status["stale-remote"][1]
     assert status["dead-local"][0] == "interrupted" and f"process {dead.pid}" in status["dead-local"][1]
-    assert [status[k][0] for k in ("fresh-remote", "silent-remote", "live-local")] == ["running"] * 3
+    assert [status[k][0] for k in ("fresh-remote", "silent-remote", "live-local", "just-died-local")] == ["running"] * 4
 
 
 def test_heartbeat_thread_refreshes_a_running_run(tmp_path, monkeypatch):
