@@ -110,11 +110,16 @@ def cmd_run(args) -> int:
         progress=not args.no_progress,
         trust_remote_code=args.trust_remote_code,
         save_dir=args.save,
+        allow_pickle=args.allow_pickle,
     )
-    if args.max_steps is not None:
-        spec.overrides["max_steps"] = str(args.max_steps)
-    if args.eval_limit is not None:
-        spec.overrides["eval_limit"] = str(args.eval_limit)
+    for flag, key in (("max_steps", "max_steps"), ("eval_limit", "eval_limit")):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if key in spec.overrides:  # two different answers to one question: refuse rather than pick one
+            raise SnapBenchError(f"--{flag.replace('_', '-')} {value} and --set {key}={spec.overrides[key]} contradict; "
+                                 "give one of them")
+        spec.overrides[key] = str(value)
     p = plan(spec)
 
     def on_phase(k, metrics):
@@ -192,6 +197,8 @@ def cmd_tasks_validate(args) -> int:
     from snap_bench.tasks import load_general, load_pack, load_pack_dir
     from snap_bench.tasks.validate import validate_pack
 
+    if not 0 < args.threshold <= 1:
+        raise SnapBenchError(f"--threshold must be a cosine similarity in (0, 1], got {args.threshold}")
     general = load_general()
     if args.path:
         packs = [load_pack_dir(Path(args.path))]
@@ -266,6 +273,8 @@ def read_jsonl_questions(path: str, require_response: bool) -> list[dict[str, An
         kws = obj.get("keywords", [])
         if not isinstance(kws, list) or not all(isinstance(k, str) for k in kws):
             raise SnapBenchError(f"{path}:{ln}: field 'keywords' must be a list of strings")
+        if "obliterated" in obj and not isinstance(obj["obliterated"], bool):
+            raise SnapBenchError(f"{path}:{ln}: field 'obliterated' (the label) must be true or false")
         rows.append(obj)
     if not rows:
         raise SnapBenchError(f"{path}: no lines to read")
@@ -324,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--save", default=None, metavar="DIR",
                    help="write the final model (safetensors + tokenizer + snap_bench_card.json) to DIR; DIR must be new, "
                         "empty or an earlier snap-bench save, which is replaced")
+    r.add_argument("--allow-pickle", action="store_true",
+                   help="load pickle weights (.bin/.pt/.pth/.pkl) of a local model directory you trust (off: safetensors only)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     r.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     r.set_defaults(func=cmd_run)
@@ -377,8 +388,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return args.func(args)
     except SnapBenchError as exc:
-        print(f"snap-bench: error: {exc}", file=sys.stderr)
+        from snap_bench.redaction import redact
+
+        print(f"snap-bench: error: {redact(' '.join(str(exc).split()))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("snap-bench: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug, not bad input: keep the traceback for the report, minus any secret in it
+        import traceback
+
+        from snap_bench.redaction import redact
+
+        print(redact(traceback.format_exc()).rstrip(), file=sys.stderr)
+        print("snap-bench: internal error (the traceback above is a bug; please report it)", file=sys.stderr)
+        return 1

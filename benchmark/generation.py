@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from snap_bench import faults
 from snap_bench.data import prompt_ids
 
 
@@ -98,6 +99,7 @@ def generate_ids(model, tokenizer, prompts: Sequence[list[int]], *, max_new_toke
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             res = _generate_batch(model, [prompts[i] for i in chunk], pad_id, stop_ids, max_new_tokens)
+            faults.point("eval_batch")
             for i, r in zip(chunk, res):
                 out[i] = r
             if on_batch:

@@ -8,6 +8,8 @@ from typing import Any, Iterator
 
 from snap_bench.errors import SnapBenchError
 
+MAX_LINE_BYTES = 1024 * 1024  # a judge or pack line is a question and a response; more is a broken file
+
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line; raises SnapBenchError on anything else."""
@@ -21,6 +23,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     for ln, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        if len(line) > MAX_LINE_BYTES:
+            raise SnapBenchError(f"{path}:{ln}: line longer than {MAX_LINE_BYTES} characters")
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:

@@ -157,7 +157,7 @@ class LLMJudge:
         try:
             return self.client.chat(messages, **params)
         except SnapBenchError as exc:
-            from snap_bench.packgen import redact
+            from snap_bench.redaction import redact
 
             msg = str(exc)
             for old, new in _HINTS:

@@ -148,15 +148,36 @@ MODELS.register("smollm2-135m", {"resolve": smollm2_dir, "description": "SmolLM2
 MODELS.register("tiny-random", {"resolve": tiny_random_dir, "description": "2-layer random Llama with the SmolLM2 tokenizer, for tests"})
 
 
+# Weight formats that torch/transformers read through pickle, which can run code on load.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
 def _has_pickle_only(path: Path) -> bool:
+    """True when the directory's weights are pickle files only (with safetensors present, those are read)."""
     has_st = any(path.glob("*.safetensors"))
-    has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.pth"))
+    has_pickle = any(f.suffix in PICKLE_SUFFIXES for f in path.iterdir() if f.is_file())
     return has_pickle and not has_st
 
 
-def check_model_spec(spec: str) -> None:
-    """Reject a model argument that is neither a preset, an existing directory nor an org/name hub id."""
-    if spec in MODELS or Path(spec).exists():
+def _check_local_dir(spec: str, allow_pickle: bool) -> Path:
+    path = Path(spec)
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise SnapBenchError(f"model path {spec}: expected a transformers model directory with config.json")
+    if _has_pickle_only(path) and not allow_pickle:
+        raise SnapBenchError(
+            f"model path {spec} holds only pickle weights ({', '.join(PICKLE_SUFFIXES)}); snap-bench loads "
+            "safetensors only unless you pass --allow-pickle for files you trust"
+        )
+    return path
+
+
+def check_model_spec(spec: str, allow_pickle: bool = False) -> None:
+    """Reject a model argument that is neither a preset, a usable model directory nor an org/name hub id,
+    before anything is written (a local directory is checked as load_model would)."""
+    if spec in MODELS:
+        return
+    if Path(spec).exists():
+        _check_local_dir(spec, allow_pickle)
         return
     if "/" in spec and not spec.startswith((".", "/")) and spec.count("/") == 1:
         return
@@ -177,14 +198,7 @@ def load_model(spec: str = DEFAULT_MODEL, *, trust_remote_code: bool = False, al
         path = MODELS.get(spec)["resolve"]()
         source = str(path)
     elif Path(spec).exists():
-        path = Path(spec)
-        if not path.is_dir() or not (path / "config.json").is_file():
-            raise SnapBenchError(f"model path {spec}: expected a transformers model directory with config.json")
-        if _has_pickle_only(path) and not allow_pickle:
-            raise SnapBenchError(
-                f"model path {spec} holds only pickle weights (.bin/.pt); snap-bench loads safetensors only "
-                "unless you pass --allow-pickle for files you trust"
-            )
+        path = _check_local_dir(spec, allow_pickle)
         source = str(path.resolve())
     elif "/" in spec and not spec.startswith((".", "/")):
         path = spec  # a Hugging Face hub id

@@ -483,7 +483,7 @@ def cmd_nlp(args) -> int:
         raise SnapBenchError(f"--limit must be a positive integer, got {args.limit}")
     if args.batch_size <= 0:
         raise SnapBenchError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    loaded = load_model(args.model, trust_remote_code=args.trust_remote_code)
+    loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
     result = evaluate_nlp(loaded.model, loaded.tokenizer, names, limit=args.limit, batch_size=args.batch_size,
                           seed=args.seed, progress=not args.no_progress, model_name=args.model)
     if args.json:
@@ -509,6 +509,8 @@ def add_parser(sub, parser_class) -> None:
     n.add_argument("--batch-size", type=int, default=8, help="lm-eval batch size (default: 8)")
     n.add_argument("--seed", type=int, default=0, help="seed for the MMLU sample and lm-eval's RNGs (default: 0)")
     n.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub (off by default)")
+    n.add_argument("--allow-pickle", action="store_true",
+                   help="load pickle weights (.bin/.pt/.pth/.pkl) of a local model directory you trust (off: safetensors only)")
     n.add_argument("--no-progress", action="store_true", help="hide progress lines and bars")
     n.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     n.set_defaults(func=cmd_nlp)

@@ -29,7 +29,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -37,6 +36,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from snap_bench.errors import SnapBenchError
+from snap_bench.fsutil import atomic_write_text as _atomic_write
+from snap_bench.fsutil import preflight_dir
+from snap_bench.redaction import redact  # noqa: F401  (re-exported: tests and judge_llm import it from here)
 
 SETS = ("forget", "retain", "multihop")
 FAMILIES = ("general", "5w1h", "relational", "open_ended", "implicit")
@@ -122,17 +124,6 @@ def slugify(name: str) -> str:
     if not slug:
         slug = "entity_" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
     return slug
-
-
-def redact(text: str, secrets: Sequence[str] = ()) -> str:
-    """``text`` without API keys: the given secrets, ``sk-...`` tokens, and echoes of a provided key."""
-    for s in secrets:
-        if s and len(s) >= 4:
-            text = text.replace(s, "***")
-    text = re.sub(r"\bsk-[A-Za-z0-9_\-*.]{4,}", "sk-***", text)
-    text = re.sub(r"(?i)(api[ _-]?key(?: provided)?\s*[:=]\s*)\S+", r"\1***", text)
-    text = re.sub(r"(?i)(bearer\s+)\S+", r"\1***", text)
-    return text
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -277,30 +268,8 @@ def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _ensure_writable_dir(path: Path, what: str) -> None:
-    try:
-        if path.exists() and not path.is_dir():
-            raise SnapBenchError(f"{what} {path}: exists and is not a directory")
-        path.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=".probe-")
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        raise SnapBenchError(f"{what} {path}: not writable ({exc.strerror or exc})") from None
+    preflight_dir(path, what, check_space=False)  # a cache of small JSON files: any free space will do
 
 
 # --- the chat client: cache + retries ----------------------------------------------------------
@@ -828,6 +797,8 @@ def _check_args(args) -> None:
 
 
 def _entity_arg(out: Path) -> str:
+    if ".." in out.parts:  # `run --entity` refuses '..' in a pack path
+        return str(out.resolve())
     s = str(out)
     return s if ("/" in s or s.startswith(".")) else f"./{s}"
 

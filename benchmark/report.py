@@ -11,10 +11,8 @@ half a file. Only ``done`` runs enter the tables.
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,26 +25,6 @@ FIGURE_CAPTIONS = {
     "fig5": "Figure 5: batch vs sequential unlearning",
     "fig_losses": "Training losses: forget, retain and regularizer terms per step",
 }
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temp file beside ``path``, then rename over it."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _runs_table(store):
@@ -93,6 +71,7 @@ def _environment(runs, store, results_dir: Path) -> dict[str, Any]:
 
 def build_report(results_dir: Path | str | None, out_dir: Path | str | None, progress: bool = True) -> dict[str, Any]:
     from snap_bench.cli import task_stats
+    from snap_bench.fsutil import atomic_write_bytes, preflight_dir
     from snap_bench.report_data import entity_kinds, load_runs
     from snap_bench.report_figures import fig3, fig4, fig5, fig_losses
     from snap_bench.report_html import render
@@ -104,13 +83,7 @@ def build_report(results_dir: Path | str | None, out_dir: Path | str | None, pro
     if not (results / DB_NAME).is_file():
         raise SnapBenchError(f"no results store at {results / DB_NAME} (run `snap-bench run` or `snap-bench sweep` first, "
                              "or pass --results DIR)")
-    out = Path(out_dir) if out_dir else Path("reports")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SnapBenchError(f"--out {out}: cannot create ({exc.strerror})") from None
-    if not os.access(out, os.W_OK):
-        raise SnapBenchError(f"--out {out}: not writable")
+    out = preflight_dir(Path(out_dir) if out_dir else Path("reports"), what="--out")
 
     t0 = time.perf_counter()
     store = Store(results)
@@ -127,7 +100,7 @@ def build_report(results_dir: Path | str | None, out_dir: Path | str | None, pro
     files: list[str] = []
 
     def write(path: Path, data: bytes | str) -> None:
-        atomic_write(path, data)
+        atomic_write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data, shared=True)
         files.append(path.name)
 
     for t in tables:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import platform
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class RunSpec:
     progress: bool = True
     trust_remote_code: bool = False
     save_dir: Path | str | None = None  # --save: write the final model there (see saving.py)
+    allow_pickle: bool = False  # load pickle (.bin/.pt) weights of a local model directory; off: safetensors only
 
 
 @dataclass
@@ -89,6 +91,10 @@ def plan(spec: RunSpec) -> Plan:
     method_cls = METHODS.get(spec.method)
     overrides = dict(spec.overrides)
     cfg = build_config(method_cls.config_cls, spec.preset, overrides)
+    if cfg.eval_nlp:  # checked now: a bad task name would otherwise fail after all the training
+        from snap_bench.nlp import parse_tasks
+
+        parse_tasks(cfg.nlp_tasks)
     regularizer = spec.regularizer or cfg.regularizer
     REGULARIZERS.get(regularizer)
     cfg.regularizer = regularizer
@@ -96,8 +102,9 @@ def plan(spec: RunSpec) -> Plan:
     general = load_general()
     from snap_bench.models import check_model_spec
 
-    check_model_spec(spec.model)
+    check_model_spec(spec.model, allow_pickle=spec.allow_pickle)
     from snap_bench.registry import JUDGES
+    from snap_bench.store import check_env
 
     JUDGES.get(spec.judge)
     from snap_bench.scaling import check_scaling
@@ -107,6 +114,7 @@ def plan(spec: RunSpec) -> Plan:
         from snap_bench.saving import check_save_dir
 
         check_save_dir(spec.save_dir)
+    check_env()
     record = {
         "method": spec.method,
         "regularizer": regularizer,
@@ -152,6 +160,12 @@ class _NoStore:
     def fail_run(self, *_, **__):
         pass
 
+    def start_heartbeat(self, _run_id):
+        return self  # nothing to beat for: its stop() is the no-op below
+
+    def stop(self):
+        pass
+
     def close(self):
         pass
 
@@ -190,17 +204,20 @@ def _phases(p: Plan) -> list[list[Pack]]:
     return [p.packs]
 
 
-def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any] | None:
+def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -> dict[str, Any] | None:
     """Run a planned experiment and return its JSON-ready result. Stores everything.
 
+    With ``claim`` (sweeps) the config hash is claimed atomically first: when it is done already or
+    a live process holds it, nothing runs and ``{"skipped": "done"|"busy", "run_id": ...}`` comes back.
     Under ``accelerate launch`` only the main process stores and returns the result; the others
     train with it and return None.
     """
     from snap_bench.evaluate import evaluate
+    from snap_bench.fsutil import preflight_dir
     from snap_bench.judge import get_judge
     from snap_bench.models import load_model
     from snap_bench.regularizers.base import build_regularizer
-    from snap_bench.store import Store
+    from snap_bench.store import Store, default_results_dir
     from snap_bench.trainer import NonFiniteLoss, train
 
     from snap_bench.scaling import load_dtype, process_info
@@ -210,20 +227,29 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any] | No
     main = procs.is_main
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    store = Store(spec.results_dir) if main else _NoStore()  # fails early (before the model loads) on an unwritable dir
+    if main:  # a full disk or an unwritable folder fails here, before the model loads or training starts
+        preflight_dir(spec.results_dir or default_results_dir())
+    store = Store(spec.results_dir) if main else _NoStore()
     judge = get_judge(spec.judge)
     per_entity, g_train, g_eval = _splits(p)
 
     t = time.perf_counter()
-    lm = model_bundle or load_model(spec.model, trust_remote_code=spec.trust_remote_code, dtype=load_dtype(cfg, procs))
+    lm = model_bundle or load_model(spec.model, trust_remote_code=spec.trust_remote_code, dtype=load_dtype(cfg, procs),
+                                    allow_pickle=spec.allow_pickle)
     timings["load"] = time.perf_counter() - t
     model, tok = lm.model, lm.tokenizer
     method = p.method_cls(cfg)
 
-    run_id = store.start_run(
-        config_hash=p.config_hash, method=spec.method, regularizer=p.regularizer, mode=spec.mode,
-        entities=[pk.slug for pk in p.packs], model=spec.model, seed=spec.seed, config=p.record, versions=_versions(),
-    )
+    fields = dict(method=spec.method, regularizer=p.regularizer, mode=spec.mode, entities=[pk.slug for pk in p.packs],
+                  model=spec.model, seed=spec.seed, config=p.record, versions=_versions())
+    if claim:
+        status, run_id = store.claim_run(config_hash=p.config_hash, **fields)
+        if status != "claimed":
+            store.close()
+            return {"skipped": status, "run_id": run_id, "config_hash": p.config_hash}
+    else:
+        run_id = store.start_run(config_hash=p.config_hash, **fields)
+    beat = store.start_heartbeat(run_id)
     step_results: list[tuple] = []
     steps_out: list[dict[str, Any]] = []
     train_info = {"steps": 0, "seconds": 0.0, "tokens": 0}
@@ -289,17 +315,18 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None) -> dict[str, Any] | No
             store.record_saved_model(run_id, str(saved))
         timings["train"] = train_info["seconds"]
         timings["total"] = time.perf_counter() - t_start
-        store.finish_run(run_id, timings, step_results, judge=spec.judge, analyses=analyses)
+        _finish(store, run_id, timings, step_results, spec.judge, analyses)
     except NonFiniteLoss as exc:
-        store.fail_run(run_id, str(exc))
+        _fail(store, run_id, str(exc))
         raise SnapBenchError(f"run {run_id} failed: {exc}") from None
     except KeyboardInterrupt:
-        store.fail_run(run_id, "interrupted (KeyboardInterrupt)", status="interrupted")
+        _fail(store, run_id, "interrupted (KeyboardInterrupt)", status="interrupted")
         raise
     except BaseException as exc:
-        store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+        _fail(store, run_id, f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        beat.stop()
         store.close()
 
     final = _final_metrics(spec, steps_out)
@@ -347,6 +374,23 @@ def _save(p: Plan, model, tok, run_id: str, metrics, steps_out, system: str | No
         "eval": {"system_prompt": system, "max_new_tokens": p.cfg.max_new_tokens, "batch_size": p.cfg.eval_batch_size},
     }
     return save_model(model, tok, p.spec.save_dir, card)
+
+
+def _finish(store, run_id: str, timings, step_results, judge: str, analyses) -> None:
+    try:
+        store.finish_run(run_id, timings, step_results, judge=judge, analyses=analyses)
+    except sqlite3.Error as exc:  # e.g. a full disk: the transaction rolled back, nothing of the run was kept
+        raise SnapBenchError(f"results store {store.path}: could not record run {run_id} ({exc}); "
+                             "none of its results were kept") from None
+
+
+def _fail(store, run_id: str, reason: str, status: str = "failed") -> None:
+    """Record the failure; when the store itself is what broke, say so and let the original error through."""
+    try:
+        store.fail_run(run_id, reason, status=status)
+    except sqlite3.Error as exc:
+        print(f"snap-bench: warning: could not mark run {run_id} {status} ({exc}); the next open of the store "
+              "marks it interrupted", file=sys.stderr)
 
 
 def _before_logprobs(p: Plan, model, tok, per_entity, timings) -> dict[str, dict[str, float]]:

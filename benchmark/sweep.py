@@ -14,7 +14,11 @@ A suite file::
         set: {retain_data: hard}  # extra overrides for this entry
 
 A run whose config hash already has a ``done`` row in the store is skipped, so an interrupted
-sweep resumes where it stopped. Shipped suites live in ``benchmark/suites/``.
+sweep resumes where it stopped. Each run is claimed in the store before it starts, so two sweeps
+sharing a store split the grid between them: a run another live process is doing is left to it
+and waited for at the end (and taken over if that process dies). A run that fails (a NaN loss, an
+API outage) is recorded as failed and the sweep goes on; the exit code is then 1. Shipped suites
+live in ``benchmark/suites/``.
 """
 
 from __future__ import annotations
@@ -52,16 +56,35 @@ def load_suite(name_or_path: str) -> dict[str, Any]:
     return data
 
 
-def _as_list(v, where: str) -> list:
-    if isinstance(v, list):
-        return v
-    raise SnapBenchError(f"{where}: expected a list, got {type(v).__name__}")
+POLL_S = 2.0  # how often a sweep looks again at runs another process is doing
+
+
+def _as_list(v, where: str, of: type | None = None, empty_ok: bool = False) -> list:
+    if not isinstance(v, list):
+        raise SnapBenchError(f"{where}: expected a list, got {type(v).__name__}")
+    if not v and not empty_ok:
+        raise SnapBenchError(f"{where}: expected a non-empty list")
+    if of is not None:
+        for j, x in enumerate(v):
+            if not isinstance(x, of) or isinstance(x, bool):
+                raise SnapBenchError(f"{where}[{j}]: expected {of.__name__}, got {type(x).__name__} {x!r}")
+    return v
+
+
+def _entities(v, where: str) -> list[str]:
+    """One run's entities: a slug or pack path, or a list of them."""
+    if isinstance(v, str):
+        return [v]
+    return _as_list(v, where, str)
 
 
 def expand(suite: dict[str, Any]) -> list[dict[str, Any]]:
     """Every (method, regularizer, entities, mode, seed, overrides) combination of the suite."""
     path = suite["_path"]
-    seeds = _as_list(suite.get("seeds", [0]), f"{path}: seeds")
+    seeds = _as_list(suite.get("seeds", [0]), f"{path}: seeds", int)
+    for key in ("name", "model"):
+        if key in suite and not isinstance(suite[key], str):
+            raise SnapBenchError(f"{path}: '{key}' must be a string, got {type(suite[key]).__name__}")
     base_set = suite.get("set", {}) or {}
     if not isinstance(base_set, dict):
         raise SnapBenchError(f"{path}: 'set' must be a mapping")
@@ -73,61 +96,115 @@ def expand(suite: dict[str, Any]) -> list[dict[str, Any]]:
         unknown = set(entry) - {"methods", "regularizers", "entities", "modes", "set", "model", "label"}
         if unknown:
             raise SnapBenchError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
-        methods = _as_list(entry.get("methods"), f"{where}.methods")
-        regs = _as_list(entry.get("regularizers", ["default"]), f"{where}.regularizers")
-        ents = _as_list(entry.get("entities"), f"{where}.entities")
-        modes = _as_list(entry.get("modes", ["single"]), f"{where}.modes")
+        methods = _as_list(entry.get("methods"), f"{where}.methods", str)
+        regs = _as_list(entry.get("regularizers", ["default"]), f"{where}.regularizers", str)
+        ents = [_entities(e, f"{where}.entities[{j}]")
+                for j, e in enumerate(_as_list(entry.get("entities"), f"{where}.entities"))]
+        modes = _as_list(entry.get("modes", ["single"]), f"{where}.modes", str)
         extra = entry.get("set", {}) or {}
         if not isinstance(extra, dict):
             raise SnapBenchError(f"{where}.set: must be a mapping")
+        model = entry.get("model", suite.get("model", "smollm2-135m"))
+        if not isinstance(model, str):
+            raise SnapBenchError(f"{where}.model: must be a string, got {type(model).__name__}")
         for m, r, e, mode, seed in itertools.product(methods, regs, ents, modes, seeds):
             runs.append({
                 "method": m, "regularizer": None if r == "default" else r,
-                "entities": e if isinstance(e, list) else [e], "mode": mode, "seed": int(seed),
-                "model": entry.get("model", suite.get("model", "smollm2-135m")),
-                "overrides": {k: str(v) for k, v in {**base_set, **extra}.items()},
-                "label": entry.get("label"),
+                "entities": e, "mode": mode, "seed": seed, "model": model,
+                "overrides": {str(k): str(v) for k, v in {**base_set, **extra}.items()},
+                "label": entry.get("label"), "where": where,
             })
     return runs
 
 
 def run_sweep(suite_name: str, results_dir=None, progress: bool = True, dry_run: bool = False) -> dict[str, Any]:
-    from snap_bench.runner import RunSpec, execute, plan
+    from snap_bench.fsutil import preflight_dir
+    from snap_bench.runner import RunSpec, plan
     from snap_bench.scaling import launched_processes
-    from snap_bench.store import Store
+    from snap_bench.store import Store, default_results_dir
 
     if launched_processes() > 1:  # every rank would read the store and decide what to skip on its own
         raise SnapBenchError("snap-bench sweep runs in one process; launch each run with accelerate launch -m snap_bench run")
     suite = load_suite(suite_name)
-    specs = [RunSpec(method=r["method"], entities=r["entities"], mode=r["mode"], regularizer=r["regularizer"],
-                     model=r["model"], seed=r["seed"], overrides=r["overrides"], results_dir=results_dir,
-                     progress=progress) for r in expand(suite)]
-    plans = [plan(s) for s in specs]  # validate the whole grid before running anything
-    summary = {"suite": suite.get("name", suite_name), "total": len(plans), "skipped": 0, "ran": 0, "runs": []}
+    plans = []
+    for r in expand(suite):  # validate the whole grid before running anything
+        spec = RunSpec(method=r["method"], entities=r["entities"], mode=r["mode"], regularizer=r["regularizer"],
+                       model=r["model"], seed=r["seed"], overrides=r["overrides"], results_dir=results_dir,
+                       progress=progress)
+        try:
+            plans.append(plan(spec))
+        except SnapBenchError as exc:
+            raise SnapBenchError(f"{r['where']}: {exc}") from None
+    summary = {"suite": suite.get("name", suite_name), "total": len(plans), "skipped": 0, "ran": 0, "failed": 0,
+               "runs": []}
+    if not dry_run:
+        preflight_dir(results_dir or default_results_dir())  # a full disk fails here, before any training
     store = Store(results_dir)
     try:
         t0 = time.perf_counter()
+        waiting = []
         for i, p in enumerate(plans, 1):
-            done = store.done_run_for_hash(p.config_hash)
             tag = f"[{i}/{len(plans)}] {p.spec.method}+{p.regularizer} {','.join(p.spec.entities)} {p.spec.mode} seed={p.spec.seed}"
+            done = store.done_run_for_hash(p.config_hash)
             if done:
-                summary["skipped"] += 1
-                summary["runs"].append({"run_id": done, "config_hash": p.config_hash, "skipped": True})
-                print(f"snap-bench sweep: {tag}: done already ({done}), skipping", file=sys.stderr)
-                continue
-            if dry_run:
+                _skipped(summary, p, done, f"{tag}: done already ({done}), skipping")
+            elif dry_run:
                 summary["runs"].append({"config_hash": p.config_hash, "would_run": tag})
                 print(f"snap-bench sweep: {tag}: would run", file=sys.stderr)
-                continue
-            print(f"snap-bench sweep: {tag}", file=sys.stderr)
-            res = execute(p)
-            summary["ran"] += 1
-            summary["runs"].append({"run_id": res["run_id"], "config_hash": p.config_hash, "skipped": False,
-                                    "metrics": res["metrics"]})
+            elif not _attempt(summary, p, tag):
+                waiting.append((p, tag))
+        while waiting:  # runs a live process elsewhere holds: wait for them, or take them over if it dies
+            time.sleep(POLL_S)
+            store.reap_stale()
+            still = []
+            for p, tag in waiting:
+                done = store.done_run_for_hash(p.config_hash)
+                if done:
+                    _skipped(summary, p, done, f"{tag}: done by another process ({done})")
+                elif store.live_run_for_hash(p.config_hash) or not _attempt(summary, p, tag):
+                    still.append((p, tag))
+            waiting = still
         summary["seconds"] = time.perf_counter() - t0
     finally:
         store.close()
     return summary
+
+
+def _skipped(summary: dict[str, Any], p, run_id: str, message: str) -> None:
+    summary["skipped"] += 1
+    summary["runs"].append({"run_id": run_id, "config_hash": p.config_hash, "skipped": True})
+    print(f"snap-bench sweep: {message}", file=sys.stderr)
+
+
+def _attempt(summary: dict[str, Any], p, tag: str) -> bool:
+    """Claim and run one planned run; False when another live process holds it (try again later).
+
+    A run that fails is recorded (in the store by the runner, here in the summary) and the sweep
+    goes on; only Ctrl-C stops it."""
+    from snap_bench.runner import execute
+
+    print(f"snap-bench sweep: {tag}", file=sys.stderr)
+    try:
+        res = execute(p, claim=True)
+    except Exception as exc:  # noqa: BLE001  the run is marked failed in the store; the grid goes on
+        from snap_bench.redaction import redact
+
+        reason = redact(" ".join(str(exc).split()) or type(exc).__name__)
+        summary["failed"] += 1
+        summary["runs"].append({"config_hash": p.config_hash, "skipped": False, "failed": reason})
+        print(f"snap-bench sweep: {tag}: FAILED: {reason}", file=sys.stderr)
+        return True
+    if res.get("skipped") == "busy":
+        print(f"snap-bench sweep: {tag}: another process is running it ({res['run_id']}); coming back to it",
+              file=sys.stderr)
+        return False
+    if res.get("skipped") == "done":
+        _skipped(summary, p, res["run_id"], f"{tag}: done by another process ({res['run_id']})")
+        return True
+    summary["ran"] += 1
+    summary["runs"].append({"run_id": res["run_id"], "config_hash": p.config_hash, "skipped": False,
+                            "metrics": res["metrics"]})
+    return True
 
 
 def cmd_sweep(args) -> int:
@@ -137,8 +214,10 @@ def cmd_sweep(args) -> int:
     if args.json:
         print(json.dumps(summary, default=str))
     else:
-        print(f"suite {summary['suite']}: {summary['total']} runs, {summary['ran']} ran, {summary['skipped']} already done")
-    return 0
+        print(f"suite {summary['suite']}: {summary['total']} runs, {summary['ran']} ran, {summary['skipped']} already done"
+              + (f", {summary['failed']} FAILED (see the store's reason column; re-run the sweep to retry them)"
+                 if summary["failed"] else ""))
+    return 1 if summary["failed"] else 0
 
 
 def add_parser(sub, parser_class) -> None:

@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from snap_bench import faults
 from snap_bench.data import Stream, collate, encode_example
 from snap_bench.errors import SnapBenchError
 from snap_bench.methods.base import StepContext
@@ -203,6 +204,7 @@ class _Loop:
                 self.opt.step()
                 self.sched.step()
                 result.steps = step + 1
+                faults.point("train_step")
                 result.tokens += tokens
                 values["lr"] = self.sched.get_last_lr()[0]
                 result.losses.append(values)

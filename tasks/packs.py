@@ -84,6 +84,16 @@ def pack_root() -> Path:
     return Path(__file__).resolve().parent / "packs"
 
 
+def _inside(pack_dir: Path, f: Path) -> None:
+    """Refuse a pack file that is a symlink leading out of its pack folder (a shared pack must not read
+    ~/.ssh or /etc on the user's machine)."""
+    if f.is_symlink():
+        target = f.resolve()
+        if not target.is_relative_to(pack_dir.resolve()):
+            raise PackError(f"{f}: a symlink pointing outside the pack directory (to {target}); "
+                            "copy the file into the pack instead")
+
+
 def _read_jsonl(path: Path, expect_set: str, expect_entity: str) -> list[Item]:
     try:
         raw = path.read_bytes()
@@ -148,6 +158,7 @@ def load_pack_dir(path: Path | str) -> Pack:
         raise PackError(f"{path}: not a pack directory")
     if not meta_path.is_file():
         raise PackError(f"{path}: missing meta.json")
+    _inside(path, meta_path)
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -175,6 +186,7 @@ def load_pack_dir(path: Path | str) -> Pack:
         f = path / f"{set_name}.jsonl"
         if not f.is_file():
             raise PackError(f"{path}: missing {set_name}.jsonl")
+        _inside(path, f)
         items = _read_jsonl(f, set_name, slug)
         if not items:
             raise PackError(f"{f}: no items")
@@ -209,6 +221,9 @@ def resolve_entity(name: str) -> Path:
     """
     if name in ENTITIES:
         return ENTITIES.get(name)
+    if ".." in Path(name).parts:
+        raise PackError(f"entity path {name}: '..' is not allowed in an entity path; give the pack folder's "
+                        "absolute path or a path below the working directory")
     if ("/" in name or name.startswith(".")) and Path(name).is_dir():
         p = Path(name).resolve()
         if not (p / "meta.json").is_file():
