@@ -259,6 +259,9 @@ CASES = [
     ("generate-per-call", _generate("--per-call", "0"), "--per-call must be between 1 and 100 (got 0)"),
     ("generate-base-url", _generate("--base-url", "ftp://x"), "--base-url must be an http:// or https:// URL"),
     ("generate-dedup", _generate("--dedup", "1.5"), "--dedup must be a cosine threshold in (0, 1] (got 1.5)"),
+    # --- nlp ---------------------------------------------------------------------------------
+    ("nlp-unknown-task", lambda t, p: ["nlp", "--model", "tiny-random", "--tasks", "squad"], "unknown task 'squad'; valid tasks:"),
+    ("nlp-limit-zero", lambda t, p: ["nlp", "--model", "tiny-random", "--limit", "0"], "--limit must be a positive integer, got 0"),
 ]
 
 ENV_CASES = [
