@@ -20,7 +20,7 @@ from snap_bench.errors import SnapBenchError
 LIST_KINDS = ("methods", "regularizers", "entities", "models", "judges")
 # Each module exposes add_parser(subparsers, parser_class) and keeps its heavy imports lazy.
 COMMAND_MODULES = ("snap_bench.packgen", "snap_bench.sweep", "snap_bench.nlp", "snap_bench.report",
-                   "snap_bench.interact")
+                   "snap_bench.interact", "snap_bench.bench")
 
 
 class _Parser(argparse.ArgumentParser):

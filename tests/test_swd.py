@@ -98,3 +98,77 @@ def test_none_regularizer_is_inactive():
     reg = build_regularizer("none", MethodConfig(), 0)
     assert reg.active is False
     assert reg.penalty(Tiny(), {}).item() == 0.0
+
+
+def _old_swd_penalty(model, init, n_projections=100, p=2.0, seed=0):
+    """The penalty as first written: one tensor at a time, θ_init sorted inside each call."""
+    from snap_bench.regularizers.base import safe_root
+    from snap_bench.regularizers.swd import _as_rows, random_directions
+
+    gen, dirs, total = torch.Generator().manual_seed(seed), {}, None
+    for name, param in model.named_parameters():
+        if not param.requires_grad or name not in init:
+            continue
+        rows = _as_rows(param)
+        d = rows.shape[1]
+        if d not in dirs:
+            dirs[d] = random_directions(d, n_projections, gen, param.dtype)
+        px = (rows @ dirs[d]).sort(dim=0).values
+        py = (_as_rows(init[name]) @ dirs[d]).sort(dim=0).values
+        sw = safe_root((px - py).abs().pow(p).mean(), p)
+        total = sw if total is None else total + sw
+    return total
+
+
+class Shapes(torch.nn.Module):
+    """Same-shape tensors (grouped by the vectorised penalty), other widths, a 1-D tensor and a frozen one."""
+
+    def __init__(self, dtype):
+        super().__init__()
+        g = gen(11)
+        mk = lambda *s: torch.nn.Parameter(torch.randn(*s, generator=g, dtype=dtype))  # noqa: E731
+        self.a, self.b, self.c = mk(40, 12), mk(40, 12), mk(7, 12)
+        self.d, self.norm = mk(30, 5), mk(12)
+        self.frozen = torch.nn.Parameter(torch.randn(40, 12, generator=g, dtype=dtype), requires_grad=False)
+
+
+def _moved(model):
+    init = _init_state(model)
+    with torch.no_grad():
+        for i, q in enumerate(model.parameters()):
+            q.add_(0.05 * torch.randn(q.shape, generator=gen(20 + i), dtype=q.dtype))
+    return init
+
+
+def test_vectorised_swd_equals_the_per_tensor_formula():
+    from snap_bench.regularizers.swd import SlicedWassersteinRegularizer
+
+    for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
+        for p in (2.0, 1.0, 3.0):
+            m = Shapes(dtype)
+            init = _moved(m)
+            old = _old_swd_penalty(m, init, 50, p, seed=3)
+            old.backward()
+            old_grads = {n: q.grad.clone() for n, q in m.named_parameters() if q.requires_grad}
+            m.zero_grad()
+            new = SlicedWassersteinRegularizer(n_projections=50, p=p, seed=3).penalty(m, init)
+            new.backward()
+            assert abs(new.item() - old.item()) <= tol * abs(old.item()), (dtype, p)
+            for n, q in m.named_parameters():
+                if q.requires_grad:
+                    assert torch.allclose(q.grad, old_grads[n], rtol=tol * 10, atol=tol * 1e-2), (dtype, p, n)
+
+
+def test_vectorised_swd_equals_the_per_tensor_formula_on_a_transformer(tiny):
+    import copy
+
+    from snap_bench.regularizers.swd import SlicedWassersteinRegularizer
+
+    m = copy.deepcopy(tiny.model)
+    init = _moved(m)
+    reg = SlicedWassersteinRegularizer(n_projections=100, p=2.0, seed=0)
+    reg.prepare(m, init)
+    new = reg.penalty(m, init).item()
+    old = _old_swd_penalty(m, init, 100, 2.0, seed=0).item()
+    assert abs(new - old) <= 1e-6 * old
+    assert reg.penalty(m, init).item() == new  # the cached θ_init projections are reused, unchanged

@@ -1,0 +1,119 @@
+"""`snap-bench bench` on tiny-random: the code path of every figure, in seconds (speed itself is
+measured by `snap-bench bench` and the pytest-benchmark suite in benchmarks/, not here)."""
+
+import math
+
+import torch
+
+from snap_bench import bench
+from snap_bench.generation import generate_ids
+
+
+def test_bench_smoke_prints_every_figure(cli, tmp_path):
+    r = cli("bench", "--model", "tiny-random", "--steps", "1", "--gen-prompts", "3", "--max-new-tokens", "6",
+            "--matmul-size", "128", "--repeats", "1", "--results", tmp_path / "empty", "--json")
+    assert r.code == 0, r.err
+    out = r.json
+    names = [f["name"] for f in out["figures"]]
+    for want in ("matmul peak (fp32)", "model load", "train tokens/s", "train fraction of peak", "swd overhead / step",
+                 "l2 overhead / step", "fisher overhead / step", "generation speedup", "generation identical to HF",
+                 "e2e wall / floor", "peak RSS (training steps)"):
+        assert want in names
+    by = {f["name"]: f for f in out["figures"]}
+    for name in ("matmul peak (fp32)", "train tokens/s", "train fraction of peak", "swd overhead / step",
+                 "generation speedup", "peak RSS (training steps)"):
+        v = by[name]["value"]
+        assert isinstance(v, float) and math.isfinite(v) and v > 0, name
+        assert by[name]["status"] in ("pass", "miss", "info")
+    assert by["generation identical to HF"]["value"] is True
+    assert out["e2e"]["source"].startswith("none:")  # the empty store holds no default run
+    assert by["e2e wall / floor"]["status"] == "n/a"
+    assert 0 <= out["training"]["padding_waste"] < 1
+
+
+def test_bench_table_and_bad_input(cli, tmp_path):
+    r = cli("bench", "--steps", "0")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1
+    r = cli("bench", "--model", "tiny-random", "--regularizers", "nope")
+    assert r.code == 2 and "nope" in r.err
+
+
+def test_step_batches_are_the_trainers_batches(tiny, monkeypatch):
+    """The FLOP count replays the trainer's data order; it must be the order the trainer draws."""
+    import snap_bench.trainer as trainer
+    from snap_bench.regularizers.base import build_regularizer
+
+    p = bench.default_plan(bench.BenchConfig(model="tiny-random"))
+    method, data, encoded = bench.training_inputs(p, tiny.tokenizer)
+    seen = []
+    real_collate = trainer.collate
+
+    def spy(items, pad_id):
+        seen.append(list(items))
+        return real_collate(items, pad_id)
+
+    monkeypatch.setattr(trainer, "collate", spy)
+    cfg = bench._with(p.cfg, max_steps=3)
+    snapshot = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    try:
+        res = trainer.train(tiny.model, tiny.tokenizer, method, build_regularizer("none", cfg, 0), data, cfg, 0,
+                            progress=False)
+    finally:
+        tiny.model.load_state_dict(snapshot)
+    drawn = [seen[i] + seen[i + 1] for i in range(0, len(seen), 2)]  # one collate per stream per step
+    assert bench.step_batches(encoded, cfg, 0, 3) == drawn
+    assert sum(bench.step_stats(ex)["tokens"] for ex in drawn) == res.tokens
+
+
+def test_flop_formulas_by_hand():
+    s = bench.ModelShape(body_params=100, all_params=150, hidden=4, vocab=10, layers=2, attn_width=4)
+    # two rows of 3 and 2 tokens, 3 labelled positions: body 6·100·5, head 6·4·10·3, attention 12·2·4·(6+3)
+    assert bench.train_step_flops(s, [3, 2], 3) == 3000 + 720 + 864
+    assert bench.train_step_flops(s, [3, 2], 3, swd_projections=10) == 3000 + 720 + 864 + 4 * 150 * 10
+    # prompt 3, 2 generated: 4 tokens fed, head twice, attention over 10 causal pairs
+    assert bench.generation_flops(s, 3, 2) == 2 * 100 * 4 + 2 * 4 * 10 * 2 + 4 * 2 * 4 * 10
+
+
+def test_model_shape_counts_tied_embedding_once(tiny):
+    s = bench.ModelShape.of(tiny.model)
+    total = sum(p.numel() for p in tiny.model.parameters())  # parameters() yields a tied weight once
+    emb = tiny.model.get_input_embeddings().weight.numel()
+    assert s.all_params == total and s.body_params == total - emb
+    assert s.vocab * s.hidden == emb
+
+
+def test_batched_generation_identical_to_hf_one_at_a_time(tiny):
+    """Several batches (batch_size 2 over 5 prompts) of different lengths; greedy ids must match HF's."""
+    tok = tiny.tokenizer
+    qs = ["Hi", "Who is Peter Parker?", "Name three colours of the rainbow, please, in order.", "What is 2+2?",
+          "Tell me about the Avengers and their headquarters in New York."]
+    from snap_bench.data import prompt_ids
+
+    prompts = [prompt_ids(tok, q) for q in qs]
+    ours = generate_ids(tiny.model, tok, prompts, max_new_tokens=10, batch_size=2)
+    ref = bench.hf_generate_one_at_a_time(tiny.model, tok, prompts, 10)
+    assert ours == ref
+    assert all(len(r) > 0 for r in ref)
+
+
+def test_matmul_gflops_is_positive():
+    assert bench.matmul_gflops(64, repeats=2) > 0
+    assert torch.get_num_threads() >= 1
+
+
+def test_e2e_figures_from_a_stored_run(cli, tmp_path):
+    store = tmp_path / "res"
+    run = cli("run", "--method", "snap", "--entity", "peter_parker", "--model", "tiny-random", "--max-steps", "2",
+              "--eval-limit", "2", "--results", store, "--no-progress", "--json")
+    assert run.code == 0, run.err
+    run_id = run.json["run_id"]
+    r = cli("bench", "--model", "tiny-random", "--steps", "1", "--gen-prompts", "2", "--max-new-tokens", "4",
+            "--matmul-size", "128", "--repeats", "1", "--regularizers", "l2", "--results", store, "--run-id", run_id,
+            "--json")
+    assert r.code == 0, r.err
+    e2e = r.json["e2e"]
+    assert e2e["run_id"] == run_id and e2e["source"].startswith(f"stored run {run_id}")
+    assert e2e["train_steps"] == 2 and e2e["eval_questions"] == 8  # --eval-limit 2 on 4 sets
+    assert e2e["wall_s"] > 0 and 0 < e2e["floor_s"] < e2e["wall_s"] and e2e["ratio"] == e2e["wall_s"] / e2e["floor_s"]
+    assert cli("bench", "--e2e", "--run-id", run_id).code == 2
+    assert cli("bench", "--model", "tiny-random", "--results", store, "--run-id", "nope").code == 2
