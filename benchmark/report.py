@@ -27,14 +27,14 @@ FIGURE_CAPTIONS = {
 }
 
 
-def _runs_table(store):
+def _runs_table(rows: list[dict[str, Any]]):
     from snap_bench.report_render import Cell, Table
 
     t = Table("runs", "Every run in the store", ["run", "status", "method", "regularizer", "mode", "entities", "model",
                                                  "seed", "reason"], [])
     t.csv_header = ["run_id", "status", "method", "regularizer", "mode", "entities", "model", "seed", "config_hash",
                     "created_at", "finished_at", "seconds_total", "reason"]
-    for r in store.runs():
+    for r in rows:
         ents = " ".join(r["entities"])
         t.rows.append([Cell(x) for x in (r["run_id"], r["status"], r["method"], r["regularizer"], r["mode"], ents,
                                          r["model"], str(r["seed"]), (r["reason"] or "")[:120])])
@@ -48,21 +48,21 @@ def _iso(ts: float | None) -> str:
     return "" if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def _environment(runs, store, results_dir: Path) -> dict[str, Any]:
+def _environment(runs, rows: list[dict[str, Any]], results_dir: Path) -> dict[str, Any]:
     versions: dict[str, set[str]] = {}
     for r in runs:
         for k, v in r.versions.items():
             versions.setdefault(k, set()).add(str(v))
     env: dict[str, Any] = {
         "store": str(results_dir),
-        "runs": f"{len(runs)} done, {len(store.runs()) - len(runs)} not done (see runs.csv)",
+        "runs": f"{len(runs)} done, {len(rows) - len(runs)} not done (see runs.csv)",
         "models": sorted({r.model for r in runs}) or ["—"],
         "seeds": sorted({str(r.seed) for r in runs}) or ["—"],
         "presets": sorted({r.record.get("preset", "?") for r in runs}) or ["—"],
         "judges": sorted({r.record.get("judge", "?") for r in runs}) or ["—"],
         "run dates": (f"{_iso(min(r.created_at for r in runs))} … {_iso(max(r.finished_at or r.created_at for r in runs))}"
                       if runs else "—"),
-        "hosts": sorted({str(h) for h in (x["host"] for x in store.runs()) if h}) or ["—"],
+        "hosts": sorted({str(h) for h in (x["host"] for x in rows) if h}) or ["—"],
     }
     env.update({f"version: {k}": sorted(v) for k, v in sorted(versions.items())})
     env["report made with"] = f"python {platform.python_version()} on {platform.machine()}"
@@ -92,8 +92,9 @@ def build_report(results_dir: Path | str | None, out_dir: Path | str | None, pro
         kinds = entity_kinds()
         stats = task_stats()
         tables = all_tables(runs, kinds, stats)
-        runs_table = _runs_table(store)
-        env = _environment(runs, store, results)
+        rows = store.runs()  # every run, done or not: runs.csv and the environment's counts
+        runs_table = _runs_table(rows)
+        env = _environment(runs, rows, results)
     finally:
         store.close()
 

@@ -30,11 +30,11 @@ TABLE1_EXPECTED = (UNTRAINED, "Prompting", "Euclidean", "Fisher", "Gradient asce
 ABLATIONS = ("SNAP", "SNAP −Wasserstein", "SNAP −HardRDA", "SNAP −Negative instructions")
 RETAIN_DATA_LABELS = {"hard": "D_r", "general": "D_g", "hard+general": "D_r + D_g", "none": "none"}
 
-# Config fields that size a run or add analyses to it, without changing what is unlearned.
-BUDGET_KEYS = frozenset({
-    "epochs", "max_steps", "eval_limit", "eval_batch_size", "max_new_tokens", "general_eval_size",
-    "probes", "probe_limit", "relearn_n", "relearn_steps", "eval_nlp", "nlp_tasks", "nlp_limit",
-})
+# Config fields that size a run, and those that add analyses to it: neither changes what is
+# unlearned, so neither makes a new row. Only the sizing ones are shown as a row's "budget".
+SIZE_KEYS = frozenset({"epochs", "max_steps", "eval_limit", "eval_batch_size", "max_new_tokens", "general_eval_size"})
+ANALYSIS_KEYS = frozenset({"probes", "probe_limit", "relearn_n", "relearn_steps", "eval_nlp", "nlp_tasks", "nlp_limit"})
+BUDGET_KEYS = SIZE_KEYS | ANALYSIS_KEYS
 
 
 @dataclass
@@ -134,9 +134,7 @@ def load_runs(store) -> list[Run]:
         record = row["config"] or {}
         cfg = record.get("config", {})
         label, trains = label_run(row["method"], cfg, record.get("preset", "cpu"))
-        budget = ", ".join(f"{k}={_fmt_value(cfg[k])}" for k in sorted(BUDGET_KEYS)
-                           if k in cfg and k not in ("probes", "eval_nlp", "probe_limit", "relearn_n", "relearn_steps",
-                                                     "nlp_tasks", "nlp_limit"))
+        budget = ", ".join(f"{k}={_fmt_value(cfg[k])}" for k in sorted(SIZE_KEYS) if k in cfg)
         out.append(Run(
             run_id=row["run_id"], method=row["method"], regularizer=row["regularizer"], mode=row["mode"],
             entities=list(row["entities"]), model=row["model"], seed=int(row["seed"]), record=record,
