@@ -18,6 +18,8 @@ from typing import Any
 from snap_bench.errors import SnapBenchError
 
 RETAIN_DATA = ("hard", "general", "hard+general", "none")
+SELECT = ("last", "dev")
+SELECT_CRITERION = "mean(UA, RA, TA, cross_RA) on the dev split; ties: the earlier step"
 RETAIN_TARGETS = ("pack", "self")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
@@ -95,9 +97,26 @@ class MethodConfig:
     eval_batch_size: int = 32
     """Questions generated together (left-padded, KV-cached)."""
     eval_limit: int | None = None
-    """Cap on evaluation questions per set (forget, multihop, retain, general); None = all held-out items."""
+    """Cap on evaluation questions per set (forget, multihop, retain, general, cross); None = all held-out items.
+    A capped set is a seeded sample stratified by entity and category, never the first N."""
     general_eval_size: int = 100
-    """Held-out D_g questions used for TA (the general set is shared by all entities)."""
+    """Held-out D_g questions used for TA (the general set is shared by all entities); a stratified, seeded sample."""
+    cross_eval: bool = True
+    """Also ask the held-out forget questions of the other shipped entities (those not unlearned in the run) and
+    report ``cross_RA``, the % of them NOT obliterated: selectivity."""
+    known_eval: bool = True
+    """Generate the untrained model's answers to the held-out retain questions (cached per model weights, prompt
+    settings and question) to report ``RA_known`` on the items it answered correctly. Off: RA_known is null."""
+    dev_size: int = 0
+    """Items per set (forget, retain, general; and the other entities' training forget items for cross_RA) carved
+    from the TRAINING split as a dev split: stratified, seeded, held out of training. Settings and checkpoints are
+    chosen on it, never on the held-out evaluation sets. Its metrics are stored under ``"dev"``. 0: no dev split."""
+    select: str = "last"
+    """Checkpoint: ``last`` (the model after the last step) or ``dev`` (the checkpoint with the best dev score,
+    evaluated every ``select_every`` steps and at the last step; needs ``dev_size`` > 0). The dev score is
+    the mean of UA, RA, TA and cross_RA on the dev split (``SELECT_CRITERION``), stored with the run."""
+    select_every: int = 10
+    """Steps between dev evaluations when ``select=dev``."""
     system_prompt: str | None = None
     """A system message for training and evaluation prompts; None uses the chat template's default."""
 
@@ -144,6 +163,15 @@ class MethodConfig:
             raise SnapBenchError(f"--set retain_data={self.retain_data}: expected one of {', '.join(RETAIN_DATA)}")
         if self.retain_targets not in RETAIN_TARGETS:
             raise SnapBenchError(f"--set retain_targets={self.retain_targets}: expected one of {', '.join(RETAIN_TARGETS)}")
+        if self.select not in SELECT:
+            raise SnapBenchError(f"--set select={self.select}: expected one of {', '.join(SELECT)}")
+        if self.select == "dev" and self.dev_size <= 0:
+            raise SnapBenchError("--set select=dev needs a dev split: also give --set dev_size=N (N > 0)")
+        if self.select == "dev" and self.lora_r:
+            raise SnapBenchError("--set select=dev does not work with LoRA (lora_r > 0): the adapters are merged "
+                                 "after training, so a checkpoint cannot be put back")
+        self.require_nonnegative("dev_size")
+        self.require_positive("select_every")
         if self.lr_schedule not in ("linear", "constant"):
             raise SnapBenchError(f"--set lr_schedule={self.lr_schedule}: expected linear or constant")
         if self.mixed_precision not in MIXED_PRECISION:

@@ -5,6 +5,18 @@
 - RA: % of held-out retain questions NOT obliterated;
 - TA: % of held-out general (D_g) questions NOT obliterated;
 - Avg: their unweighted mean.
+
+Beside them (``scores.py`` says why each matters), per entity:
+
+- cross_RA: % NOT obliterated on the held-out forget questions of the other shipped entities
+  (selectivity: a model that declines every character scores UA 100 and cross_RA 0);
+- leak: % of held-out forget and multi-hop responses that contain an answer keyword absent from
+  the question;
+- rougeL_forget / rougeL_retain / rougeL_general: mean ROUGE-L recall (0-1) of the reference
+  answer on the forget, retain and general questions;
+- RA_known (with RA_known_n): RA over the retain items the untrained model answered correctly;
+- degenerate: % of all the entity's responses (forget, multi-hop, retain, general) that are
+  empty or gibberish. The judge's verdicts do not change: this column sits beside RA and TA.
 """
 
 from __future__ import annotations
@@ -13,9 +25,13 @@ import sys
 from dataclasses import dataclass
 
 from snap_bench.generation import generate
+from snap_bench.scores import degenerate, leaked, rouge_l_recall
 from snap_bench.tasks import Item
 
 METRICS = ("UA", "UA_multihop", "RA", "TA", "Avg")
+EXTRA_METRICS = ("cross_RA", "leak", "rougeL_forget", "rougeL_retain", "rougeL_general", "RA_known", "RA_known_n",
+                 "degenerate")
+CROSS = "cross"  # eval set of the other shipped entities' held-out forget questions
 # eval set -> (metric, whether an obliterated response is the success)
 SET_METRIC = {"forget": ("UA", True), "multihop": ("UA_multihop", True), "retain": ("RA", False), "general": ("TA", False)}
 
@@ -29,59 +45,93 @@ class EvalRecord:
     response: str
     obliterated: bool
     reason: str
+    leaked: bool = False
+    rouge: float | None = None  # ROUGE-L recall of the reference answer
+    degenerate: bool = False
 
 
 def evaluate(model, tokenizer, eval_sets: dict[str, dict[str, list[Item]]], general: list[Item], judge, cfg,
-             system: str | None = None, progress: bool = True) -> tuple[dict[str, dict[str, float]], list[EvalRecord]]:
-    """``eval_sets`` maps entity -> {"forget"|"multihop"|"retain": items}; ``general`` is shared.
+             system: str | None = None, progress: bool = True, cross: list[Item] = (),
+             known: dict[str, bool] | None = None, desc: str = "eval") -> tuple[dict[str, dict[str, float]], list[EvalRecord]]:
+    """``eval_sets`` maps entity -> {"forget"|"multihop"|"retain": items}; ``general`` is shared, and so is
+    ``cross`` (other entities' forget questions, for cross_RA). ``known`` maps retain item ids to whether
+    the untrained model answered them correctly (for RA_known; None: not measured).
 
-    Returns metrics per entity (percentages, 0-100) and every response with its verdict.
+    Returns metrics per entity (percentages, 0-100, ROUGE-L 0-1) and every response with its verdict.
     """
     jobs: list[tuple[str, str, Item]] = []
     for entity, sets in eval_sets.items():
         for set_name in ("forget", "multihop", "retain"):
             jobs += [(entity, set_name, it) for it in sets.get(set_name, [])]
     jobs += [("general", "general", it) for it in general]
+    jobs += [(it.entity, CROSS, it) for it in cross]
+    responses = _generate(model, tokenizer, [it.question for _, _, it in jobs], cfg, system, progress, desc)
+    records = judge_records(jobs, responses, judge)
+    return metrics_from_records(records, list(eval_sets), known), records
 
+
+def _generate(model, tokenizer, questions: list[str], cfg, system, progress: bool, desc: str) -> list[str]:
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(jobs), desc="eval", unit="q", file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=len(questions), desc=desc, unit="q", file=sys.stderr, dynamic_ncols=True)
     try:
-        responses = generate(
-            model, tokenizer, [it.question for _, _, it in jobs], system=system,
-            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size,
-            on_batch=(bar.update if bar is not None else None),
-        )
+        return generate(model, tokenizer, questions, system=system, max_new_tokens=cfg.max_new_tokens,
+                        batch_size=cfg.eval_batch_size, on_batch=(bar.update if bar is not None else None))
     finally:
         if bar is not None:
             bar.close()
-    verdicts = judge.judge_many(
-        [(it.question, r, it.keywords if s in ("forget", "multihop") else ()) for (_, s, it), r in zip(jobs, responses)]
-    )
-    records = [
-        EvalRecord(it.id, ent, s, it.question, r, v.obliterated, v.reason)
-        for (ent, s, it), r, v in zip(jobs, responses, verdicts)
+
+
+def judge_records(jobs: list[tuple[str, str, Item]], responses: list[str], judge) -> list[EvalRecord]:
+    """Verdicts and scores for (entity, eval set, item) jobs and their responses.
+
+    Forget-type items (forget, multi-hop, cross) are judged with their leak keywords (the judge ignores
+    those the question already contains).
+    """
+    forgetlike = ("forget", "multihop", CROSS)
+    kws = [it.keywords if s in forgetlike else () for _, s, it in jobs]
+    verdicts = judge.judge_many([(it.question, r, k) for (_, _, it), r, k in zip(jobs, responses, kws)])
+    return [
+        EvalRecord(it.id, ent, s, it.question, r, v.obliterated, v.reason,
+                   leaked=leaked(it.question, r, k), rouge=rouge_l_recall(it.answer, r),
+                   degenerate=degenerate(r) is not None)
+        for (ent, s, it), r, v, k in zip(jobs, responses, verdicts, kws)
     ]
-    return metrics_from_records(records, list(eval_sets)), records
 
 
-def metrics_from_records(records: list[EvalRecord], entities: list[str]) -> dict[str, dict[str, float]]:
+def metrics_from_records(records: list[EvalRecord], entities: list[str],
+                         known: dict[str, bool] | None = None) -> dict[str, dict[str, float]]:
     general = [r for r in records if r.eval_set == "general"]
+    cross = [r for r in records if r.eval_set == CROSS]
     ta = _pct(general, False)
     out: dict[str, dict[str, float]] = {}
     for entity in entities:
+        own = {s: [r for r in records if r.entity == entity and r.eval_set == s] for s in ("forget", "multihop", "retain")}
         m: dict[str, float] = {}
         for set_name, (metric, want) in SET_METRIC.items():
-            if set_name == "general":
-                m[metric] = ta
-            else:
-                m[metric] = _pct([r for r in records if r.entity == entity and r.eval_set == set_name], want)
+            m[metric] = ta if set_name == "general" else _pct(own[set_name], want)
         vals = [m[k] for k in ("UA", "UA_multihop", "RA", "TA") if m[k] is not None]
         m["Avg"] = sum(vals) / len(vals) if vals else None
+        m["cross_RA"] = _pct(cross, False)
+        forgetlike = own["forget"] + own["multihop"]
+        m["leak"] = 100.0 * sum(r.leaked for r in forgetlike) / len(forgetlike) if forgetlike else None
+        m["rougeL_forget"] = _mean_rouge(own["forget"])
+        m["rougeL_retain"] = _mean_rouge(own["retain"])
+        m["rougeL_general"] = _mean_rouge(general)
+        kn = [r for r in own["retain"] if known is not None and known.get(r.item_id)]
+        m["RA_known"] = _pct(kn, False)
+        m["RA_known_n"] = float(len(kn)) if known is not None else None
+        everything = forgetlike + own["retain"] + general
+        m["degenerate"] = 100.0 * sum(r.degenerate for r in everything) / len(everything) if everything else None
         out[entity] = m
     return out
+
+
+def _mean_rouge(records: list[EvalRecord]) -> float | None:
+    vals = [r.rouge for r in records if r.rouge is not None]
+    return sum(vals) / len(vals) if vals else None
 
 
 def _pct(records: list[EvalRecord], obliterated: bool) -> float | None:

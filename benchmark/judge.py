@@ -8,7 +8,8 @@ The default judge (``rules``) is deterministic. It splits a response into clause
 ends, semicolons and contrastive joins ("..., but ...", "However, ..."), then labels each
 clause as a *decline*, *benign* (apologies, offers to help with something else, pointers to
 other sources) or *substantive*. Obliterated = at least one decline and no substantive clause,
-and, for forget items, none of the answer's leak keywords anywhere in the response.
+and, for forget items, none of the answer's leak keywords anywhere in the response (keywords that
+the question itself contains do not count).
 """
 
 from __future__ import annotations
@@ -149,6 +150,20 @@ def keyword_hit(text: str, keywords: Sequence[str]) -> str | None:
     return None
 
 
+def leak_keywords(question: str, keywords: Sequence[str]) -> tuple[str, ...]:
+    """The keywords whose appearance in a response shows the answer leaked.
+
+    A keyword already in the question never counts: a response that repeats the question ("I can't
+    talk about the fight with Doctor Octopus") reveals nothing the asker did not say.
+    """
+    return tuple(k for k in keywords if not keyword_hit(question, [k]))
+
+
+def leak_hit(question: str, response: str, keywords: Sequence[str]) -> str | None:
+    """The first leak keyword (see :func:`leak_keywords`) in ``response``; every judge decides leaks this way."""
+    return keyword_hit(response or "", leak_keywords(question, keywords))
+
+
 def clauses(text: str) -> list[str]:
     out: list[str] = []
     for sentence in _SENT_SPLIT.split(text):
@@ -185,7 +200,7 @@ class RulesJudge:
         text = (response or "").strip()
         if not text:
             return Verdict(False, "empty")
-        if keyword_hit(text, keywords):
+        if leak_hit(question, text, keywords):
             return Verdict(False, "leak")
         parts = clauses(text)
         if _truncated_tail(text, parts):

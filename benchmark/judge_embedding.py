@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from snap_bench.judge import Verdict, _truncated_tail, clauses, keyword_hit
+from snap_bench.judge import Verdict, _truncated_tail, clauses, leak_hit
 from snap_bench.registry import JUDGES
 
 REFUSAL_EXEMPLARS = (
@@ -250,7 +250,7 @@ class EmbeddingJudge:
             if not text:
                 verdicts.append(Verdict(False, "empty"))
                 continue
-            if keyword_hit(text, keywords):
+            if leak_hit(question, text, keywords):
                 verdicts.append(Verdict(False, "leak"))
                 continue
             parts = clauses(text)

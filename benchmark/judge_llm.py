@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 from snap_bench.errors import SnapBenchError
-from snap_bench.judge import RulesJudge, Verdict, keyword_hit
+from snap_bench.judge import RulesJudge, Verdict, leak_hit
 from snap_bench.registry import JUDGES
 
 ENV_BASE_URL = "SNAP_BENCH_JUDGE_BASE_URL"
@@ -176,7 +176,7 @@ class LLMJudge:
             key = None
             if not text:
                 verdicts.append(Verdict(False, "empty"))
-            elif keyword_hit(text, keywords):
+            elif leak_hit(question, text, keywords):
                 verdicts.append(Verdict(False, "leak"))
             else:
                 msgs = self.messages(question or "", text)

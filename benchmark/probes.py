@@ -38,9 +38,10 @@ import torch
 
 from snap_bench.data import IGNORE_INDEX, Example, batches, collate, prompt_ids
 from snap_bench.generation import generate, generate_ids
-from snap_bench.judge import keyword_hit
+from snap_bench.judge import leak_hit
+from snap_bench.scores import degenerate  # noqa: F401  (re-exported: probes' fluency is built on it)
 from snap_bench.methods.base import UnlearnData, as_examples, nll_per_stream, token_logprobs
-from snap_bench.tasks import Item
+from snap_bench.tasks import Item, stratified_sample
 
 DEFAULT_PROBE_LIMIT = 40
 
@@ -259,7 +260,7 @@ def extraction_probe(model, tokenizer, items: Sequence[Item], judge, cfg, *,
     for (f, it, _, pre), out, r, v in zip(jobs, outs, responses, verdicts):
         shown = tokenizer.decode(pre + out, skip_special_tokens=True).strip() if pre else r
         records.append(FramedRecord(it.id, f.name, f.render(it.question, names=names.get(it.entity, ()))[1], r, shown,
-                                    v.obliterated, v.reason, keyword_hit(r, it.keywords) is not None))
+                                    v.obliterated, v.reason, leak_hit(it.question, r, it.keywords) is not None))
     return records
 
 
@@ -343,7 +344,7 @@ def relearning_attack(model, tokenizer, forget_items: Sequence[Item], judge, cfg
     """
     relearn, held = relearn_split(forget_items, n_relearn, seed)
     if limit is not None:
-        held = held[:limit]
+        held = stratified_sample(held, limit, seed, "relearn-held")[0]
     return _relearning_with(model, tokenizer, relearn, held, judge, cfg, steps=steps, lr=lr, seed=seed,
                             system=system, progress=progress)
 
@@ -390,40 +391,8 @@ def _relearning_with(model, tokenizer, relearn: list[Item], held: list[Item], ju
 # 4. Fluency
 # --------------------------------------------------------------------------------------------
 
-LOOP_MIN_WORDS = 6
-"""Below this many words a text is too short for its repeated 3-grams to mean anything."""
-LOOP_3GRAM_REPEAT = 0.5
-"""Degenerate when at least this share of a text's word 3-grams repeat an earlier one. A single
-sentence repeated twice scores just under 0.5; three times, above it."""
-LOOP_SPAN_SHARE = 0.5
-LOOP_SPAN_MIN_CHARS = 20
-"""Degenerate when one unit of 1-10 characters repeated 6+ times in a row covers at least this
-share of the text and at least this many characters ("hahahaha...", "!!!!!!!...", "abcabcabc...")."""
-
-_WORDS = re.compile(r"\w+", re.U)
-_CHAR_LOOP = re.compile(r"(.{1,10}?)\1{5,}", re.S)
-
-
-def degenerate(text: str | None) -> str | None:
-    """Why a response is degenerate (``empty``, ``no_words``, ``char_loop``, ``ngram_loop``), or None if it is not."""
-    t = (text or "").strip()
-    if not t:
-        return "empty"
-    words = _WORDS.findall(t.lower())
-    if not words:
-        return "no_words"
-    longest = max((m.end() - m.start() for m in _CHAR_LOOP.finditer(t)), default=0)
-    if longest >= LOOP_SPAN_MIN_CHARS and longest >= LOOP_SPAN_SHARE * len(t):
-        return "char_loop"
-    if len(words) >= LOOP_MIN_WORDS:
-        grams = list(zip(words, words[1:], words[2:]))
-        if 1 - len(set(grams)) / len(grams) >= LOOP_3GRAM_REPEAT:
-            return "ngram_loop"
-    return None
-
-
 def fluency(responses: Sequence[str]) -> float | None:
-    """% of degenerate responses (see :func:`degenerate`); lower is better; None for no responses."""
+    """% of degenerate responses (see :func:`snap_bench.scores.degenerate`); lower is better; None for no responses."""
     return _pct([degenerate(r) is not None for r in responses])
 
 
@@ -437,10 +406,11 @@ def fluency_by_set(responses: Mapping[str, Sequence[str]]) -> dict[str, float | 
 # --------------------------------------------------------------------------------------------
 
 
-def probe_items(forget_eval_items: Sequence[Item], probe_limit: int | None = DEFAULT_PROBE_LIMIT) -> list[Item]:
-    """The items the log-probability and framing probes use: the first ``probe_limit`` held-out forget items."""
-    items = list(forget_eval_items)
-    return items[:probe_limit] if probe_limit is not None else items
+def probe_items(forget_eval_items: Sequence[Item], probe_limit: int | None = DEFAULT_PROBE_LIMIT,
+                seed: int = 0) -> list[Item]:
+    """The items the log-probability and framing probes use: ``probe_limit`` held-out forget items, a seeded
+    sample stratified by category (never the first N in file order)."""
+    return stratified_sample(list(forget_eval_items), probe_limit, seed, "probe")[0]
 
 
 def logprob_change(before: Mapping[str, float] | None, after: Mapping[str, float]) -> dict[str, Any]:
@@ -471,7 +441,7 @@ def run_probes(model, tokenizer, forget_eval_items: Sequence[Item], judge, cfg, 
     """
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
-    items = probe_items(forget_eval_items, probe_limit)
+    items = probe_items(forget_eval_items, probe_limit, seed)
     bs = max(1, min(len(items), cfg.eval_batch_size)) if items else 1
 
     t = time.perf_counter()
@@ -488,7 +458,8 @@ def run_probes(model, tokenizer, forget_eval_items: Sequence[Item], judge, cfg, 
     relearning = None
     if relearn:
         t = time.perf_counter()
-        extra = list(forget_eval_items)[len(items):]
+        probed = {it.id for it in items}
+        extra = [it for it in forget_eval_items if it.id not in probed]
         if n_relearn > 0 and len(extra) >= n_relearn:
             # Relearn on items outside the probe set and score on the probe set itself, so the
             # model's "before" numbers are the plain-framing UA and the logprob already measured.

@@ -33,7 +33,7 @@ from snap_bench.errors import SnapBenchError
 from snap_bench.methods.base import UnlearnData
 from snap_bench.models import DEFAULT_MODEL
 from snap_bench.registry import METHODS, REGULARIZERS
-from snap_bench.tasks import Item, Pack, load_general, load_pack, split_items
+from snap_bench.tasks import Item, Pack, load_general, load_pack, shipped_entities, split_items, stratified_sample
 
 MODES = ("single", "batch", "sequential")
 
@@ -110,6 +110,9 @@ def plan(spec: RunSpec) -> Plan:
     from snap_bench.scaling import check_scaling
 
     procs = check_scaling(cfg)
+    if cfg.select == "dev" and procs.count > 1:
+        raise SnapBenchError("--set select=dev runs in one process only (each process would score and restore "
+                             "checkpoints on its own); drop accelerate launch or use select=last")
     if spec.save_dir is not None:
         from snap_bench.saving import check_save_dir
 
@@ -178,24 +181,53 @@ def _versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def _splits(p: Plan):
-    """Per-entity train/eval splits and the general train/eval split, all seeded."""
+@dataclass
+class Splits:
+    """Every item set a run touches, all seeded and drawn by :func:`stratified_sample`.
+
+    ``per_entity[slug]`` holds ``train`` (forget, retain), ``eval`` (forget, multihop, retain: held out)
+    and ``dev`` (forget, retain: carved from the training split, never trained on). ``cross_*`` are the
+    other shipped entities' forget questions: held-out ones for cross_RA, training ones for the dev split.
+    """
+
+    per_entity: dict[str, dict[str, dict[str, list[Item]]]]
+    g_train: list[Item]
+    g_eval: list[Item]
+    g_dev: list[Item]
+    cross_eval: list[Item]
+    cross_dev: list[Item]
+
+
+def _splits(p: Plan) -> Splits:
+    """Per-entity train/dev/eval splits, the general split and the cross-entity sets, all seeded."""
     cfg, seed = p.cfg, p.spec.seed
+    limit, dev = cfg.eval_limit, cfg.dev_size
     per_entity = {}
     for pack in p.packs:
         f_train, f_eval = split_items(pack["forget"], cfg.train_size, seed)
         r_train, r_eval = split_items(pack["retain"], cfg.train_size, seed)
+        f_dev, f_train = stratified_sample(f_train, dev, seed, "dev")
+        r_dev, r_train = stratified_sample(r_train, dev, seed, "dev")
         per_entity[pack.slug] = {
             "train": {"forget": f_train, "retain": r_train},
-            "eval": {"forget": _limit(f_eval, cfg), "multihop": _limit(pack["multihop"], cfg), "retain": _limit(r_eval, cfg)},
+            "eval": {s: stratified_sample(v, limit, seed, "eval")[0]
+                     for s, v in (("forget", f_eval), ("multihop", pack["multihop"]), ("retain", r_eval))},
+            "dev": {"forget": f_dev, "retain": r_dev},
         }
     g_train, g_eval = split_items(p.general["general"], cfg.train_size, seed)
-    g_eval = _limit(g_eval[: cfg.general_eval_size], cfg)
-    return per_entity, g_train, g_eval
-
-
-def _limit(items: list[Item], cfg: MethodConfig) -> list[Item]:
-    return items[: cfg.eval_limit] if cfg.eval_limit is not None else items
+    g_dev, g_train = stratified_sample(g_train, dev, seed, "dev")
+    g_eval = stratified_sample(stratified_sample(g_eval, cfg.general_eval_size, seed, "general")[0], limit, seed, "eval")[0]
+    cross_eval: list[Item] = []
+    cross_dev: list[Item] = []
+    if cfg.cross_eval:
+        others = [load_pack(slug) for slug in shipped_entities() if slug not in {pk.slug for pk in p.packs}]
+        for pack in others:
+            o_train, o_eval = split_items(pack["forget"], cfg.train_size, seed)
+            cross_eval += o_eval
+            cross_dev += o_train
+        cross_eval = stratified_sample(cross_eval, limit, seed, "cross")[0]
+        cross_dev = stratified_sample(cross_dev, dev, seed, "cross-dev")[0] if dev else []
+    return Splits(per_entity, g_train, g_eval, g_dev, cross_eval, cross_dev)
 
 
 def _phases(p: Plan) -> list[list[Pack]]:
@@ -231,7 +263,7 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
         preflight_dir(spec.results_dir or default_results_dir())
     store = Store(spec.results_dir) if main else _NoStore()
     judge = get_judge(spec.judge)
-    per_entity, g_train, g_eval = _splits(p)
+    sp = _splits(p)
 
     t = time.perf_counter()
     lm = model_bundle or load_model(spec.model, trust_remote_code=spec.trust_remote_code, dtype=load_dtype(cfg, procs),
@@ -255,9 +287,12 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
     train_info = {"steps": 0, "seconds": 0.0, "tokens": 0}
     try:
         if cfg.retain_targets == "self" and method.trains and (cfg.max_steps is None or cfg.max_steps > 0):
-            per_entity, g_train = _shared(main, lambda: _self_retain_targets(p, model, tok, judge, per_entity, g_train,
-                                                                             timings))
+            sp.per_entity, sp.g_train = _shared(main, lambda: _self_retain_targets(p, model, tok, judge, sp.per_entity,
+                                                                                   sp.g_train, timings))
+        per_entity = sp.per_entity
         before_logprobs = _before_logprobs(p, model, tok, per_entity, timings) if cfg.probes and main else None
+        known = _known_retain(p, model, tok, sp, timings) if cfg.known_eval and main else None
+        selection: list[dict[str, Any]] = []
         seen: list[Pack] = []
         for k, phase in enumerate(_phases(p)):
             seen += phase
@@ -267,7 +302,7 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
                     packs=phase,
                     forget=[it for pk in phase for it in per_entity[pk.slug]["train"]["forget"]],
                     retain=[it for pk in phase for it in per_entity[pk.slug]["train"]["retain"]],
-                    general=g_train,
+                    general=sp.g_train,
                 )
                 reference = None
                 if getattr(method, "needs_reference", False):
@@ -283,8 +318,11 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
                     res = trainer(model, tok, data, regularizer=regularizer, seed=spec.seed + k, reference=reference,
                                   progress=spec.progress)
                 else:
+                    selector = _DevSelector(p, model, tok, judge, sp, phase, k) if cfg.select == "dev" else None
                     res = train(model, tok, method, regularizer, data, cfg, spec.seed + k, reference=reference,
-                                progress=spec.progress)
+                                progress=spec.progress, on_step=selector.on_step if selector else None)
+                    if selector is not None:
+                        selection.append(selector.restore_best(res.steps))
                 del reference
                 losses = res.losses
                 train_info["steps"] += res.steps
@@ -296,8 +334,8 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
             system = system or cfg.system_prompt
             t = time.perf_counter()
             metrics, records = evaluate(
-                model, tok, {pk.slug: per_entity[pk.slug]["eval"] for pk in seen}, g_eval, judge, cfg,
-                system=system, progress=spec.progress,
+                model, tok, {pk.slug: per_entity[pk.slug]["eval"] for pk in seen}, sp.g_eval, judge, cfg,
+                system=system, progress=spec.progress, cross=sp.cross_eval, known=known,
             )
             timings[f"eval_{k}"] = time.perf_counter() - t
             step_results.append((k, metrics, records, losses))
@@ -307,6 +345,11 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
         if not main:
             return None
         analyses = _analyses(p, model, tok, judge, per_entity, step_results[-1][2], system, before_logprobs, timings)
+        if cfg.dev_size:
+            t = time.perf_counter()
+            analyses["dev"] = {"metrics": _dev_metrics(p, model, tok, judge, sp, seen, system),
+                               "sizes": _dev_sizes(sp, seen), "selection": selection or None}
+            timings["dev"] = time.perf_counter() - t
         saved = None
         if spec.save_dir is not None:
             t = time.perf_counter()
@@ -343,7 +386,8 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
         "steps": steps_out if spec.mode == "sequential" else None,
         "train": train_info,
         "timings": timings,
-        "eval_sizes": {pk.slug: {s: len(v) for s, v in per_entity[pk.slug]["eval"].items()} | {"general": len(g_eval)}
+        "eval_sizes": {pk.slug: {s: len(v) for s, v in sp.per_entity[pk.slug]["eval"].items()}
+                       | {"general": len(sp.g_eval), "cross": len(sp.cross_eval)}
                        for pk in p.packs},
         "results": str(store.path),
         **({"saved": str(saved)} if saved is not None else {}),
@@ -393,12 +437,94 @@ def _fail(store, run_id: str, reason: str, status: str = "failed") -> None:
               "marks it interrupted", file=sys.stderr)
 
 
+def _known_retain(p: Plan, model, tok, sp: Splits, timings) -> dict[str, bool]:
+    """Which held-out retain items the untrained model answers correctly (ROUGE-L recall of the answer
+    >= KNOWN_ROUGE), from its greedy answers, cached per model weights and prompt settings."""
+    from snap_bench.untrained import untrained_responses
+    from snap_bench.scores import KNOWN_ROUGE, rouge_l_recall
+
+    t = time.perf_counter()
+    items = [it for pk in p.packs for it in sp.per_entity[pk.slug]["eval"]["retain"]]
+    answers = untrained_responses(model, tok, items, p.cfg, system=p.cfg.system_prompt, progress=p.spec.progress)
+    timings["known"] = time.perf_counter() - t
+    return {it.id: rouge_l_recall(it.answer, answers[it.id]) >= KNOWN_ROUGE for it in items}
+
+
+def _dev_sets(sp: Splits, packs: list[Pack]) -> dict[str, dict[str, list[Item]]]:
+    return {pk.slug: {"forget": sp.per_entity[pk.slug]["dev"]["forget"], "retain": sp.per_entity[pk.slug]["dev"]["retain"]}
+            for pk in packs}
+
+
+def _dev_sizes(sp: Splits, packs: list[Pack]) -> dict[str, int]:
+    sets = _dev_sets(sp, packs)
+    return {"forget": sum(len(v["forget"]) for v in sets.values()), "retain": sum(len(v["retain"]) for v in sets.values()),
+            "general": len(sp.g_dev), "cross": len(sp.cross_dev)}
+
+
+def _dev_metrics(p: Plan, model, tok, judge, sp: Splits, packs: list[Pack], system, progress: bool = False):
+    """UA, RA, TA, cross_RA (and the rest) on the dev split: items carved from training, never trained on."""
+    from snap_bench.evaluate import evaluate
+
+    metrics, _ = evaluate(model, tok, _dev_sets(sp, packs), sp.g_dev, judge, p.cfg, system=system, progress=progress,
+                          cross=sp.cross_dev, desc="dev")
+    return metrics
+
+
+def dev_score(metrics: dict[str, dict[str, float]]) -> float:
+    """The checkpoint criterion (config.SELECT_CRITERION): mean over entities of mean(UA, RA, TA, cross_RA)."""
+    per = []
+    for m in metrics.values():
+        vals = [m.get(k) for k in ("UA", "RA", "TA", "cross_RA")]
+        vals = [v for v in vals if v is not None]
+        per.append(sum(vals) / len(vals) if vals else 0.0)
+    return sum(per) / len(per) if per else 0.0
+
+
+class _DevSelector:
+    """``select=dev``: score the dev split every ``select_every`` steps and at the last step, keep a copy of the
+    best weights, and put them back after training. It only evaluates: training stays in the trainer."""
+
+    def __init__(self, p: Plan, model, tok, judge, sp: Splits, phase: list[Pack], k: int):
+        self.p, self.model, self.tok, self.judge, self.sp, self.phase, self.k = p, model, tok, judge, sp, phase, k
+        self.best: tuple[float, int] | None = None
+        self.best_state: dict[str, Any] | None = None
+        self.history: list[dict[str, Any]] = []
+
+    def on_step(self, step: int, values: dict[str, float]) -> None:
+        if (step + 1) % self.p.cfg.select_every == 0:
+            self._score(step + 1)
+
+    def _score(self, step: int) -> None:
+        was_training = self.model.training
+        self.model.eval()
+        metrics = _dev_metrics(self.p, self.model, self.tok, self.judge, self.sp, self.phase, self.p.cfg.system_prompt)
+        if was_training:
+            self.model.train()
+        score = dev_score(metrics)
+        self.history.append({"step": step, "score": score, "metrics": metrics})
+        if self.best is None or score > self.best[0]:
+            self.best = (score, step)
+            self.best_state = {n: t.detach().clone() for n, t in self.model.state_dict().items()}
+
+    def restore_best(self, final_step: int) -> dict[str, Any]:
+        """Score the final weights too (unless just scored), then load the best checkpoint's."""
+        if final_step and (not self.history or self.history[-1]["step"] != final_step):
+            self._score(final_step)
+        if self.best_state is not None and self.best is not None and self.best[1] != final_step:
+            self.model.load_state_dict(self.best_state)
+        self.best_state = None
+        from snap_bench.config import SELECT_CRITERION
+
+        return {"phase": self.k, "criterion": SELECT_CRITERION, "selected_step": self.best[1] if self.best else None,
+                "score": self.best[0] if self.best else None, "history": self.history}
+
+
 def _before_logprobs(p: Plan, model, tok, per_entity, timings) -> dict[str, dict[str, float]]:
     """The untrained model's answer log-likelihoods on the probe items, so probes can report the change."""
     from snap_bench.probes import answer_logprob_by_id, probe_items
 
     t = time.perf_counter()
-    out = {pk.slug: {s: answer_logprob_by_id(model, tok, probe_items(per_entity[pk.slug]["eval"][s], p.cfg.probe_limit),
+    out = {pk.slug: {s: answer_logprob_by_id(model, tok, probe_items(per_entity[pk.slug]["eval"][s], p.cfg.probe_limit, p.spec.seed),
                                              system=p.cfg.system_prompt, batch_size=p.cfg.eval_batch_size)
                      for s in ("forget", "retain")}
            for pk in p.packs}
@@ -411,7 +537,7 @@ def _retain_logprob(p: Plan, model, tok, items, before: dict[str, float], system
     that answers retain questions with fluent nonsense scores RA 100; this shows it."""
     from snap_bench.probes import answer_logprob_by_id, logprob_change, probe_items
 
-    return logprob_change(before, answer_logprob_by_id(model, tok, probe_items(items, p.cfg.probe_limit), system=system,
+    return logprob_change(before, answer_logprob_by_id(model, tok, probe_items(items, p.cfg.probe_limit, p.spec.seed), system=system,
                                                        batch_size=p.cfg.eval_batch_size))
 
 

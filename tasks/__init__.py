@@ -16,5 +16,7 @@ from snap_bench.tasks.packs import (  # noqa: F401
     load_pack_dir,
     pack_root,
     resolve_entity,
+    shipped_entities,
     split_items,
+    stratified_sample,
 )

@@ -210,6 +210,13 @@ def _scan_packs(registry) -> None:
 
 ENTITIES.add_loader(_scan_packs)
 
+
+def shipped_entities() -> list[str]:
+    """Slugs of the entity packs that ship with snap-bench (not plugins or pack paths)."""
+    root = pack_root()
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and d.name != GENERAL_SLUG
+                  and (d / "meta.json").is_file()) if root.is_dir() else []
+
 _cache: dict[Path, Pack] = {}
 
 
@@ -261,23 +268,44 @@ def split_items(items: list[Item], n_train: int, seed: int) -> tuple[list[Item],
     if n_train <= 0:
         return [], list(items)
     # Never train on more than half a set: a small custom pack must keep held-out items to score.
-    n_train = min(n_train, len(items) // 2)
-    by_cat: dict[str, list[Item]] = {}
-    for it in sorted(items, key=lambda i: i.id):
-        by_cat.setdefault(it.category, []).append(it)
+    return stratified_sample(items, min(n_train, len(items) // 2), seed)
+
+
+def _stratum(it: Item) -> tuple[str, str]:
+    return (it.entity, it.category)
+
+
+def stratified_sample(items: list[Item], n: int | None, seed: int, salt: str = "") -> tuple[list[Item], list[Item]]:
+    """(``n`` items drawn proportionally across strata, the rest), both sorted by id.
+
+    A stratum is (entity, category), so a sample of several entities' items keeps each entity's and each
+    category's share. Quotas use largest-remainder rounding, so every stratum gets its exact share rounded
+    up or down (the sample's mix is the full set's, ±1 item per stratum). Which items are drawn depends
+    only on ``seed``, ``salt`` and the item ids: never on file order or Python's hash seed. ``n`` None or
+    at least ``len(items)`` keeps everything. ``salt`` tells draws from the same items apart (an evaluation
+    subsample must not be the same draw as the training split).
+    """
+    key = lambda i: i.id  # noqa: E731
+    if n is None or n >= len(items):
+        return sorted(items, key=key), []
+    if n <= 0:
+        return [], sorted(items, key=key)
+    by_stratum: dict[tuple[str, str], list[Item]] = {}
+    for it in sorted(items, key=key):
+        by_stratum.setdefault(_stratum(it), []).append(it)
     total = len(items)
-    exact = {c: n_train * len(v) / total for c, v in by_cat.items()}
+    exact = {c: n * len(v) / total for c, v in by_stratum.items()}
     quota = {c: int(x) for c, x in exact.items()}
-    short = n_train - sum(quota.values())
+    short = n - sum(quota.values())
     for c in sorted(exact, key=lambda c: (-(exact[c] - quota[c]), c))[:short]:
         quota[c] += 1
-    train: list[Item] = []
-    held: list[Item] = []
-    for c, group in sorted(by_cat.items()):
-        rng = random.Random(_stable_seed(seed, group[0].entity, group[0].set, c))
+    chosen: list[Item] = []
+    rest: list[Item] = []
+    for c, group in sorted(by_stratum.items()):
+        parts = (seed, group[0].entity, group[0].set, c[1]) + ((salt,) if salt else ())
+        rng = random.Random(_stable_seed(*parts))
         order = group[:]
         rng.shuffle(order)
-        train += order[: quota[c]]
-        held += order[quota[c] :]
-    key = lambda i: i.id  # noqa: E731
-    return sorted(train, key=key), sorted(held, key=key)
+        chosen += order[: quota[c]]
+        rest += order[quota[c] :]
+    return sorted(chosen, key=key), sorted(rest, key=key)

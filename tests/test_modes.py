@@ -1,9 +1,11 @@
 """batch and sequential modes (paper Figure 5): metrics per entity, and per step for sequential."""
 
+from snap_bench.evaluate import EXTRA_METRICS
+from snap_bench.evaluate import METRICS as EVAL_METRICS
 from snap_bench.store import Store
 
 ENTITIES = ["peter_parker", "black_panther", "doctor_strange", "bill_gates"]
-METRICS = {"UA", "UA_multihop", "RA", "TA", "Avg"}
+METRICS = set(EVAL_METRICS) | set(EXTRA_METRICS)
 
 
 def _args(mode, entities, res):
@@ -28,6 +30,7 @@ def test_batch_mode_reports_every_entity_and_their_average(cli, tmp_path):
     m = r.json["metrics"]
     assert set(m) == set(ENTITIES) | {"average"}
     assert all(set(m[e]) == METRICS for e in m)
+    assert all(m[e]["cross_RA"] is None for e in m)  # every shipped entity is unlearned: no other entity to ask
     assert m["average"]["TA"] == sum(m[e]["TA"] for e in ENTITIES) / 4
     assert set(_stored_metrics(tmp_path / "res", r.json["run_id"])[0]) == set(ENTITIES)
 

@@ -14,6 +14,7 @@ from snap_bench.probes import (
     FRAMINGS,
     answer_logprob,
     answer_logprob_by_id,
+    probe_items,
     degenerate,
     extraction_probe,
     extraction_ua,
@@ -158,7 +159,7 @@ def test_fluency_is_the_share_of_degenerate_responses():
 
 def test_run_probes_bundles_every_probe(tiny, forget):
     items = forget[:10]
-    before = answer_logprob_by_id(tiny.model, tiny.tokenizer, items[:3])
+    before = answer_logprob_by_id(tiny.model, tiny.tokenizer, probe_items(items, 3))
     out = run_probes(tiny.model, tiny.tokenizer, items, get_judge(), CFG, before_logprobs=before, probe_limit=3,
                      n_relearn=2, relearn_steps=2, progress=False, eval_responses={"retain": ["Fine.", ""]})
     assert out["items"] == 3

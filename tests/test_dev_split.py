@@ -1,0 +1,49 @@
+"""The dev split (carved from training items, never trained on, never held-out) and dev checkpoint selection."""
+
+from __future__ import annotations
+
+from snap_bench.runner import RunSpec, _splits, dev_score, plan
+
+
+def _ids(items):
+    return {it.id for it in items}
+
+
+def test_dev_split_comes_from_training_items_and_is_held_out_of_training():
+    base = _splits(plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random")))
+    sp = _splits(plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
+                              overrides={"dev_size": "10"})))
+    e, e0 = sp.per_entity["peter_parker"], base.per_entity["peter_parker"]
+    for s in ("forget", "retain"):
+        dev, train = _ids(e["dev"][s]), _ids(e["train"][s])
+        assert len(dev) == 10 and dev.isdisjoint(train)
+        assert dev | train == _ids(e0["train"][s])  # carved from the training split...
+        assert dev.isdisjoint(_ids(e["eval"][s]))  # ...never from the held-out set
+        assert _ids(e["eval"][s]) == _ids(e0["eval"][s])  # which a dev split leaves unchanged
+    assert len(sp.g_dev) == 10 and _ids(sp.g_dev).isdisjoint(_ids(sp.g_train) | _ids(sp.g_eval))
+    # the other entities' dev questions are their TRAINING forget items, their cross_RA ones held out
+    assert len(sp.cross_dev) == 10 and _ids(sp.cross_dev).isdisjoint(_ids(sp.cross_eval))
+    assert {it.entity for it in sp.cross_eval} == {"black_panther", "doctor_strange", "bill_gates"}
+
+
+def test_dev_score_is_the_stated_criterion():
+    m = {"a": {"UA": 80.0, "RA": 60.0, "TA": 100.0, "cross_RA": 40.0}, "b": {"UA": 0.0, "RA": 100.0, "TA": 100.0,
+                                                                           "cross_RA": None}}
+    assert dev_score(m) == (70.0 + 200 / 3) / 2
+
+
+def test_select_dev_scores_checkpoints_and_stores_the_choice(cli, tmp_path):
+    from snap_bench.store import Store
+
+    res = cli("run", "--method", "snap", "--entity", "peter_parker", "--model", "tiny-random", "--max-steps", "3",
+              "--eval-limit", "4", "--json", "--no-progress", "--results", tmp_path / "res",
+              "--set", "dev_size=4", "--set", "select=dev", "--set", "select_every=2")
+    assert res.code == 0, res.err
+    dev = res.json["dev"]
+    assert set(dev["metrics"]["peter_parker"]) >= {"UA", "RA", "TA", "cross_RA"}
+    assert dev["sizes"] == {"forget": 4, "retain": 4, "general": 4, "cross": 4}
+    sel = dev["selection"][0]
+    assert [h["step"] for h in sel["history"]] == [2, 3]  # every 2 steps, and the last
+    best = max(sel["history"], key=lambda h: h["score"])
+    assert sel["selected_step"] == best["step"] and "dev split" in sel["criterion"]
+    assert Store(tmp_path / "res").analyses(res.json["run_id"])["dev"]["selection"][0]["selected_step"] == best["step"]
