@@ -2,8 +2,12 @@
 
 Figure 3: category shares of the forget and retain sets per entity.
 Figure 4: D_g vs D_r (and both) as SNAP's retain data, grouped bars over UA, RA, TA.
-Figure 5: batch vs sequential: metrics after each sequential step (mean ± std shaded over
-seeds) against the batch run's level (dashed).
+Figure 5: batch vs sequential: metrics (UA, UA♣, RA, TA, and cross-RA when stored) after each
+sequential step (mean ± std shaded over seeds) against the batch run's level (dashed).
+λ figure (``fig_lambda``): UA, RA, cross-RA, TA against λ (log scale), one panel per regularizer,
+with the regularizer's share of the loss on a second axis; error bars are std over seeds.
+Trade-off figure (``fig_tradeoff``): UA against RA and against cross-RA, one annotated point per
+(regularizer, λ) and per retain-share setting (retain_data, retain_ratio, general_ratio).
 Losses: per-step forget, retain and regularizer terms of every trained run.
 
 A figure whose runs are missing is still drawn, saying which runs it needs, so a report is
@@ -15,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from snap_bench.report_data import METRIC_HEADERS, RETAIN_DATA_LABELS, Run, mean, std
+from snap_bench.report_data import METRIC_HEADERS, RETAIN_DATA_LABELS, Run, fmt_lambda, mean, seed_entity_means, std
 
 FIG_METRICS = ("UA", "UA_multihop", "RA", "TA")
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -120,29 +124,33 @@ def fig4(runs: list[Run], kinds: dict[str, str], out: Path, write) -> list[str]:
     return _save(fig, out, "fig4", write)
 
 
-def _seq_curves(runs: list[Run]) -> dict[tuple[str, tuple[str, ...], str], list[list[dict[str, float | None]]]]:
+def _seq_curves(runs: list[Run], metrics: tuple[str, ...] = FIG_METRICS
+                ) -> dict[tuple[str, tuple[str, ...], str], list[list[dict[str, float | None]]]]:
     """(model, entities, label) -> per run, per step: metric -> mean over the entities seen so far."""
     out: dict[tuple[str, tuple[str, ...], str], list[list[dict[str, float | None]]]] = {}
     for r in runs:
         if r.mode != "sequential":
             continue
-        curve = [{m: mean(e.get(m) for e in r.metrics[k].values()) for m in FIG_METRICS} for k in sorted(r.metrics)]
+        curve = [{m: mean(e.get(m) for e in r.metrics[k].values()) for m in metrics} for k in sorted(r.metrics)]
         out.setdefault((r.model, tuple(r.entities), r.label), []).append(curve)
     return out
 
 
 def fig5(runs: list[Run], out: Path, write) -> list[str]:
     plt = _plt()
-    seq = _seq_curves(runs)
+    multi = [r for r in runs if r.mode in ("sequential", "batch")]
+    has_cross = any("cross_RA" in e for r in multi for step in r.metrics.values() for e in step.values())
+    metrics = FIG_METRICS + (("cross_RA",) if has_cross else ())
+    seq = _seq_curves(runs, metrics)
     batch: dict[tuple[str, frozenset[str], str], list[Run]] = {}
     for r in runs:
         if r.mode == "batch":
             batch.setdefault((r.model, frozenset(r.entities), r.label), []).append(r)
-    fig, axes = plt.subplots(1, len(FIG_METRICS), figsize=(3.2 * len(FIG_METRICS), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
     if not seq and not batch:
         for ax in axes[0]:
             _empty(ax, "no batch or\nsequential runs")
-    for j, m in enumerate(FIG_METRICS):
+    for j, m in enumerate(metrics):
         ax = axes[0][j]
         i = 0
         for (model, ents, label), curves in sorted(seq.items()):
@@ -175,6 +183,114 @@ def fig5(runs: list[Run], out: Path, write) -> list[str]:
         axes[0][-1].legend(fontsize=7, loc="lower left")
     fig.suptitle("Figure 5: batch (dashed) vs sequential unlearning", y=1.03)
     return _save(fig, out, "fig5", write)
+
+
+LAMBDA_FIG_METRICS = ("UA", "RA", "cross_RA", "TA")
+
+
+def _lambda_points(runs: list[Run]) -> dict[tuple[str, str], list[tuple[float, dict[str, tuple[float | None, float]]]]]:
+    """(model, regularizer) -> [(λ, metric -> (mean, std over seeds))], the λ table's rows, one per (reg, λ):
+    the all-entities row when several entities ran it, else the entity's row."""
+    from snap_bench.report_tables import lambda_rows
+
+    rows = lambda_rows(runs)
+    chosen: dict[tuple[str, str, float], Any] = {}
+    for key, row in rows:
+        if row.entity is None or key not in chosen:
+            chosen[key] = row
+    out: dict[tuple[str, str], list[tuple[float, dict[str, tuple[float | None, float]]]]] = {}
+    for (model, reg, lam), row in sorted(chosen.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        vals = {}
+        for m in LAMBDA_FIG_METRICS + ("reg_share",):
+            v = list(row.values((lambda r: r.reg_share) if m == "reg_share" else m).values())
+            vals[m] = (mean(v), std(v) or 0.0)
+        out.setdefault((model, reg), []).append((lam, vals))
+    return out
+
+
+def fig_lambda(runs: list[Run], out: Path, write) -> list[str]:
+    plt = _plt()
+    data = _lambda_points(runs)
+    panels = sorted(data) or [("—", "—")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    for ax, key in zip(axes[0], panels):
+        pts = data.get(key)
+        if not pts:
+            _empty(ax, "no SNAP / Euclidean runs that vary only λ\n(run snap with --set lambda_reg=1, 10, ...)")
+            continue
+        lams = [lam for lam, _ in pts]
+        for i, m in enumerate(LAMBDA_FIG_METRICS):
+            ys = [v[m][0] for _, v in pts]
+            if all(y is None for y in ys):
+                continue
+            ax.errorbar(lams, [float("nan") if y is None else y for y in ys], yerr=[v[m][1] for _, v in pts],
+                        marker="o", capsize=3, color=COLORS[i], label=METRIC_HEADERS.get(m, m))
+        twin = ax.twinx()
+        shares = [v["reg_share"][0] for _, v in pts]
+        twin.plot(lams, [float("nan") if y is None else y for y in shares], color="#555", linestyle="--", marker="s",
+                  markersize=4)
+        twin.set_ylabel("reg share (λ·penalty / total loss)", color="#555", fontsize=8)
+        twin.tick_params(labelsize=7, colors="#555")
+        ax.plot([], [], color="#555", linestyle="--", marker="s", markersize=4, label="reg share (right axis)")
+        positive = [x for x in lams if x > 0]
+        if positive and len(positive) == len(lams):
+            ax.set_xscale("log")
+        elif positive:  # λ = 0 present: linear near 0, logarithmic beyond the smallest positive λ
+            ax.set_xscale("symlog", linthresh=min(positive))
+        ax.set_xticks(lams, [fmt_lambda(x) for x in lams], fontsize=7)
+        ax.minorticks_off()
+        ax.set_ylim(-5, 105)
+        ax.set_xlabel("λ")
+        ax.set_ylabel("%")
+        model, reg = key
+        ax.set_title(f"{reg} · {model}", fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("UA, RA, cross-RA and TA against λ (mean ± std over seeds)", y=1.03)
+    fig.tight_layout()
+    return _save(fig, out, "fig_lambda", write)
+
+
+def _tradeoff_points(runs: list[Run]) -> list[tuple[str, str, dict[str, float | None], int]]:
+    """(model, label, metric -> mean, seeds) per (regularizer, λ) and retain-share variant of SNAP / Euclidean."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for r in runs:
+        if r.mode == "single" and r.sweep in ("lambda", "retain"):
+            reg = r.regularizer if r.regularizer != "swd" else ""
+            key = r.label if r.sweep == "retain" else f"{reg or 'swd'} λ={fmt_lambda(r.lam)}"
+            groups.setdefault((r.model, key), []).append(r)
+    out = []
+    for (model, key), rs in sorted(groups.items()):
+        ents = sorted({r.entities[0] for r in rs})
+        vals = {m: seed_entity_means(rs, ents, m) for m in ("UA", "RA", "cross_RA")}
+        out.append((model, key, {m: mean(v.values()) for m, v in vals.items()}, len(vals["UA"])))
+    return out
+
+
+def fig_tradeoff(runs: list[Run], out: Path, write) -> list[str]:
+    plt = _plt()
+    pts = _tradeoff_points(runs)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), squeeze=False)
+    models = sorted({p[0] for p in pts})
+    for ax, m in zip(axes[0], ("RA", "cross_RA")):
+        shown = [p for p in pts if p[2]["UA"] is not None and p[2][m] is not None]
+        if not shown:
+            _empty(ax, f"no SNAP / Euclidean runs varying λ or the retain share with {METRIC_HEADERS[m]}")
+            continue
+        for i, (model, key, v, n) in enumerate(shown):
+            color = COLORS[models.index(model) % len(COLORS)]
+            marker = "o" if "λ=" in key and not key.startswith(("SNAP", "Euclidean")) else "^"
+            ax.scatter([v["UA"]], [v[m]], color=color, marker=marker, s=28)
+            ax.annotate(f"{key} (n={n})" if len(models) == 1 else f"{model}: {key} (n={n})", (v["UA"], v[m]),
+                        textcoords="offset points", xytext=(4, 3 + 7 * (i % 3)), fontsize=6)
+        ax.set_xlim(-5, 105)
+        ax.set_ylim(-5, 105)
+        ax.set_xlabel("UA (%) → more forgotten")
+        ax.set_ylabel(f"{METRIC_HEADERS[m]} (%)")
+        ax.set_title(f"UA vs {METRIC_HEADERS[m]}")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Trade-off: forgetting (UA) against retention (RA) and selectivity (cross-RA); "
+                 "● (regularizer, λ), ▲ retain-share settings; mean over seeds of the entity mean", y=1.02, fontsize=9)
+    return _save(fig, out, "fig_tradeoff", write)
 
 
 def fig_losses(runs: list[Run], out: Path, write, per_page: int = 24) -> list[str]:
