@@ -136,11 +136,16 @@ def _seq_curves(runs: list[Run], metrics: tuple[str, ...] = FIG_METRICS
     return out
 
 
-def fig5(runs: list[Run], out: Path, write) -> list[str]:
-    plt = _plt()
+def fig5_metrics(runs: list[Run]) -> tuple[str, ...]:
+    """Figure 5's panels: UA, UA♣, RA, TA, and cross-RA when a batch or sequential run stored it."""
     multi = [r for r in runs if r.mode in ("sequential", "batch")]
     has_cross = any("cross_RA" in e for r in multi for step in r.metrics.values() for e in step.values())
-    metrics = FIG_METRICS + (("cross_RA",) if has_cross else ())
+    return FIG_METRICS + (("cross_RA",) if has_cross else ())
+
+
+def fig5(runs: list[Run], out: Path, write) -> list[str]:
+    plt = _plt()
+    metrics = fig5_metrics(runs)
     seq = _seq_curves(runs, metrics)
     batch: dict[tuple[str, frozenset[str], str], list[Run]] = {}
     for r in runs:
@@ -180,7 +185,7 @@ def fig5(runs: list[Run], out: Path, write) -> list[str]:
             ax.set_xlabel("sequential step (entity unlearned)")
     if seq or batch:
         axes[0][0].set_ylabel("% (mean over the entities unlearned so far)")
-        axes[0][-1].legend(fontsize=7, loc="lower left")
+        axes[0][0].legend(fontsize=7, loc="lower left")  # UA: every series has it, the last panel may not
     fig.suptitle("Figure 5: batch (dashed) vs sequential unlearning", y=1.03)
     return _save(fig, out, "fig5", write)
 
@@ -188,23 +193,47 @@ def fig5(runs: list[Run], out: Path, write) -> list[str]:
 LAMBDA_FIG_METRICS = ("UA", "RA", "cross_RA", "TA")
 
 
-def _lambda_points(runs: list[Run]) -> dict[tuple[str, str], list[tuple[float, dict[str, tuple[float | None, float]]]]]:
-    """(model, regularizer) -> [(λ, metric -> (mean, std over seeds))], the λ table's rows, one per (reg, λ):
-    the all-entities row when several entities ran it, else the entity's row."""
+def _common_entities(groups: dict[Any, list[Run]]) -> list[str]:
+    """The entities every group ran, so each point averages the same entities; when none is shared, the
+    entity the most groups ran."""
+    sets = [{r.entities[0] for r in rs} for rs in groups.values() if rs]
+    if not sets:
+        return []
+    common = set.intersection(*sets)
+    if common:
+        return sorted(common)
+    counts: dict[str, int] = {}
+    for s in sets:
+        for e in s:
+            counts[e] = counts.get(e, 0) + 1
+    return [min(counts, key=lambda e: (-counts[e], e))]
+
+
+def _lambda_points(runs: list[Run]) -> dict[tuple[str, str], tuple[list[str], list[tuple[float, dict[str, tuple[
+        float | None, float]]]]]]:
+    """(model, regularizer) -> (entities, [(λ, metric -> (mean, std over seeds))]), from the λ table's runs.
+
+    Each point is the per-seed mean over the same entities (those every λ of the panel ran), then mean and
+    std over seeds, so one panel's points are comparable."""
     from snap_bench.report_tables import lambda_rows
 
-    rows = lambda_rows(runs)
-    chosen: dict[tuple[str, str, float], Any] = {}
-    for key, row in rows:
-        if row.entity is None or key not in chosen:
-            chosen[key] = row
-    out: dict[tuple[str, str], list[tuple[float, dict[str, tuple[float | None, float]]]]] = {}
-    for (model, reg, lam), row in sorted(chosen.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
-        vals = {}
-        for m in LAMBDA_FIG_METRICS + ("reg_share",):
-            v = list(row.values((lambda r: r.reg_share) if m == "reg_share" else m).values())
-            vals[m] = (mean(v), std(v) or 0.0)
-        out.setdefault((model, reg), []).append((lam, vals))
+    by_key: dict[tuple[str, str, float], list[Run]] = {}
+    for key, row in lambda_rows(runs):
+        if row.entity is not None:
+            by_key.setdefault(key, []).extend(row.runs)
+    out: dict[tuple[str, str], Any] = {}
+    for model, reg in sorted({k[:2] for k in by_key}):
+        panel = {k: rs for k, rs in by_key.items() if k[:2] == (model, reg)}
+        ents = _common_entities(panel)
+        pts = []
+        for key in sorted(panel, key=lambda k: k[2]):
+            rs = [r for r in panel[key] if r.entities[0] in ents]
+            vals = {}
+            for m in LAMBDA_FIG_METRICS + ("reg_share",):
+                v = list(seed_entity_means(rs, ents, (lambda r, e: r.reg_share) if m == "reg_share" else m).values())
+                vals[m] = (mean(v), std(v) or 0.0)
+            pts.append((key[2], vals))
+        out[(model, reg)] = (ents, pts)
     return out
 
 
@@ -214,7 +243,7 @@ def fig_lambda(runs: list[Run], out: Path, write) -> list[str]:
     panels = sorted(data) or [("—", "—")]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
     for ax, key in zip(axes[0], panels):
-        pts = data.get(key)
+        ents, pts = data.get(key, ([], []))
         if not pts:
             _empty(ax, "no SNAP / Euclidean runs that vary only λ\n(run snap with --set lambda_reg=1, 10, ...)")
             continue
@@ -243,7 +272,7 @@ def fig_lambda(runs: list[Run], out: Path, write) -> list[str]:
         ax.set_xlabel("λ")
         ax.set_ylabel("%")
         model, reg = key
-        ax.set_title(f"{reg} · {model}", fontsize=9)
+        ax.set_title(f"{reg} · {model} · {', '.join(ents)}", fontsize=9)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle("UA, RA, cross-RA and TA against λ (mean ± std over seeds)", y=1.03)
     fig.tight_layout()
@@ -251,7 +280,8 @@ def fig_lambda(runs: list[Run], out: Path, write) -> list[str]:
 
 
 def _tradeoff_points(runs: list[Run]) -> list[tuple[str, str, dict[str, float | None], int]]:
-    """(model, label, metric -> mean, seeds) per (regularizer, λ) and retain-share variant of SNAP / Euclidean."""
+    """(model, label, metric -> mean, seeds) per (regularizer, λ) and retain-share variant of SNAP / Euclidean,
+    each the mean over seeds of the per-seed mean over the entities all of a model's points ran."""
     groups: dict[tuple[str, str], list[Run]] = {}
     for r in runs:
         if r.mode == "single" and r.sweep in ("lambda", "retain"):
@@ -259,10 +289,13 @@ def _tradeoff_points(runs: list[Run]) -> list[tuple[str, str, dict[str, float | 
             key = r.label if r.sweep == "retain" else f"{reg or 'swd'} λ={fmt_lambda(r.lam)}"
             groups.setdefault((r.model, key), []).append(r)
     out = []
-    for (model, key), rs in sorted(groups.items()):
-        ents = sorted({r.entities[0] for r in rs})
-        vals = {m: seed_entity_means(rs, ents, m) for m in ("UA", "RA", "cross_RA")}
-        out.append((model, key, {m: mean(v.values()) for m, v in vals.items()}, len(vals["UA"])))
+    for model in sorted({m for m, _ in groups}):
+        mine = {key: rs for (m, key), rs in groups.items() if m == model}
+        ents = _common_entities(mine)
+        for key, rs in sorted(mine.items()):
+            rs = [r for r in rs if r.entities[0] in ents]
+            vals = {m: seed_entity_means(rs, ents, m) for m in ("UA", "RA", "cross_RA")}
+            out.append((model, key, {m: mean(v.values()) for m, v in vals.items()}, len(vals["UA"])))
     return out
 
 
@@ -276,12 +309,20 @@ def fig_tradeoff(runs: list[Run], out: Path, write) -> list[str]:
         if not shown:
             _empty(ax, f"no SNAP / Euclidean runs varying λ or the retain share with {METRIC_HEADERS[m]}")
             continue
-        for i, (model, key, v, n) in enumerate(shown):
-            color = COLORS[models.index(model) % len(COLORS)]
-            marker = "o" if "λ=" in key and not key.startswith(("SNAP", "Euclidean")) else "^"
-            ax.scatter([v["UA"]], [v[m]], color=color, marker=marker, s=28)
-            ax.annotate(f"{key} (n={n})" if len(models) == 1 else f"{model}: {key} (n={n})", (v["UA"], v[m]),
-                        textcoords="offset points", xytext=(4, 3 + 7 * (i % 3)), fontsize=6)
+        at: dict[tuple[float, float], list[str]] = {}  # points on the same spot share one annotation
+        for model, key, v, n in shown:
+            kind = "retain" if key.startswith(("SNAP", "Euclidean")) else key.split(" ")[0]
+            color = {"swd": COLORS[0], "l2": COLORS[1]}.get(kind, COLORS[2])
+            ax.scatter([v["UA"]], [v[m]], color=color, marker="^" if kind == "retain" else "o", s=28,
+                       edgecolors="white" if len(models) == 1 else COLORS[(3 + models.index(model)) % len(COLORS)])
+            at.setdefault((round(v["UA"], 1), round(v[m], 1)), []).append(
+                f"{key} (n={n})" if len(models) == 1 else f"{model}: {key} (n={n})")
+        for i, ((x, y), texts) in enumerate(sorted(at.items())):
+            ax.annotate("\n".join(texts), (x, y), textcoords="offset points", xytext=((5, -5)[i % 2], (3, -3)[i % 2]),
+                        ha=("left", "right")[i % 2], va=("bottom", "top")[i % 2], fontsize=6)
+        for kind, color, marker in (("swd", COLORS[0], "o"), ("l2", COLORS[1], "o"), ("retain share", COLORS[2], "^")):
+            ax.scatter([], [], color=color, marker=marker, label=kind)
+        ax.legend(fontsize=7, loc="lower left")
         ax.set_xlim(-5, 105)
         ax.set_ylim(-5, 105)
         ax.set_xlabel("UA (%) → more forgotten")
@@ -289,7 +330,8 @@ def fig_tradeoff(runs: list[Run], out: Path, write) -> list[str]:
         ax.set_title(f"UA vs {METRIC_HEADERS[m]}")
         ax.grid(alpha=0.3)
     fig.suptitle("Trade-off: forgetting (UA) against retention (RA) and selectivity (cross-RA); "
-                 "● (regularizer, λ), ▲ retain-share settings; mean over seeds of the entity mean", y=1.02, fontsize=9)
+                 "● (regularizer, λ), ▲ retain-share settings;\nmean over seeds of the mean over the entities every point ran",
+                 y=1.04, fontsize=9)
     return _save(fig, out, "fig_tradeoff", write)
 
 
