@@ -26,8 +26,8 @@ FIGURE_CAPTIONS = {
     "fig3": "Figure 3: categories of the forget and retain sets",
     "fig4": "Figure 4: D_r vs D_g as retain data",
     "fig5": "Figure 5: batch vs sequential unlearning",
-    "fig_lambda": "λ sweep: UA, RA, cross-RA, TA and the regularizer's loss share against λ",
-    "fig_tradeoff": "Trade-off: UA against RA and cross-RA per (regularizer, λ) and retain share",
+    "fig_lambda": "λ figure: UA, RA, cross-RA, TA and the regularizer's loss share against λ",
+    "fig_tradeoff": "Trade-off figure: UA against RA and cross-RA per (regularizer, λ) and retain share",
     "fig_losses": "Training losses: forget, retain and regularizer terms per step",
 }
 
@@ -140,7 +140,8 @@ def build_report(results_dir: Path | str | None, out_dir: Path | str | None, pro
     fig_lambda(runs, out, write)
     fig_tradeoff(runs, out, write)
     loss_files = fig_losses(runs, out, write)
-    figures = [(stem, FIGURE_CAPTIONS[stem], (out / f"{stem}.png").read_bytes()) for stem in ("fig3", "fig4", "fig5", "fig_lambda", "fig_tradeoff")]
+    figures = [(stem, FIGURE_CAPTIONS[stem], (out / f"{stem}.png").read_bytes())
+               for stem in ("fig3", "fig4", "fig5", "fig_lambda", "fig_tradeoff")]
     figures += [(Path(n).stem, FIGURE_CAPTIONS["fig_losses"] + (f" ({Path(n).stem})" if n.startswith("fig_losses_") else ""),
                  (out / n).read_bytes()) for n in loss_files if n.endswith(".png")]
     models = ", ".join(sorted({r.model for r in runs})) or "no model"

@@ -15,6 +15,7 @@ per seed first, and its ± is the std over seeds of those per-seed entity means.
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -163,8 +164,10 @@ def fmt_lambda(v: float | None) -> str:
     return "?" if v is None else f"{v:g}"
 
 
+@functools.lru_cache(maxsize=None)
 def _method_defaults(method: str, preset: str) -> tuple[dict[str, Any] | None, bool]:
-    """(the method's resolved config under ``preset`` with no overrides, whether it trains)."""
+    """(the method's resolved config under ``preset`` with no overrides, whether it trains). Cached: callers
+    must not modify the returned dict."""
     from snap_bench.config import build_config
     from snap_bench.errors import SnapBenchError
     from snap_bench.registry import METHODS
