@@ -1,12 +1,15 @@
-"""``snap-bench report``: the results store -> Tables 1-5, Figures 3-5, loss curves and index.html.
+"""``snap-bench report``: the results store -> Tables 1-5, the λ table, Figures 3-5, the λ and trade-off
+figures, loss curves and index.html.
 
     snap-bench report [--results DIR] [--out DIR] [--json]
 
-Writes into ``--out`` (default ``reports/``): ``table1..table5`` (+ ``table_probes`` when runs
-have probes) as ``.md``, ``.tex`` and ``.csv``; ``fig3``, ``fig4``, ``fig5`` and ``fig_losses``
-as ``.png`` and ``.svg``; ``runs.csv`` (every run, failed ones too, with the reason); and
-``index.html``. Each file is written to a temporary name and renamed, so a reader never sees
-half a file. Only ``done`` runs enter the tables.
+Writes into ``--out`` (default ``reports/``): ``table1..table5`` and ``table_lambda`` (+
+``table_probes`` when runs have probes) as ``.md``, ``.tex`` and ``.csv``; ``fig3``, ``fig4``,
+``fig5``, ``fig_lambda``, ``fig_tradeoff`` and ``fig_losses`` as ``.png`` and ``.svg``;
+``runs.csv`` (every run, failed ones too, with the reason; done ones with their label, λ,
+optimiser steps, reg share and entity-mean final metrics); and ``index.html``. Table cells are
+means ± std over seeds, one row per entity (see ``report_tables``). Each file is written to a
+temporary name and renamed, so a reader never sees half a file. Only ``done`` runs enter the tables.
 """
 
 from __future__ import annotations
@@ -23,25 +26,45 @@ FIGURE_CAPTIONS = {
     "fig3": "Figure 3: categories of the forget and retain sets",
     "fig4": "Figure 4: D_r vs D_g as retain data",
     "fig5": "Figure 5: batch vs sequential unlearning",
+    "fig_lambda": "λ figure: UA, RA, cross-RA, TA and the regularizer's loss share against λ",
+    "fig_tradeoff": "Trade-off figure: UA against RA and cross-RA per (regularizer, λ) and retain share",
     "fig_losses": "Training losses: forget, retain and regularizer terms per step",
 }
 
 
-def _runs_table(rows: list[dict[str, Any]]):
+def _runs_table(rows: list[dict[str, Any]], runs=()):
+    """Every stored run; a done one (``runs``) also gets its label, λ, steps, reg share and final metrics."""
+    from snap_bench.report_data import ALL_METRICS, COUNTS
     from snap_bench.report_render import Cell, Table
 
-    t = Table("runs", "Every run in the store", ["run", "status", "method", "regularizer", "mode", "entities", "model",
-                                                 "seed", "reason"], [])
+    done = {r.run_id: r for r in runs}
+    metrics = list(ALL_METRICS) + list(COUNTS.values())
+    t = Table("runs", "Every run in the store", ["run", "status", "method", "regularizer", "λ", "mode", "entities",
+                                                 "model", "seed", "steps", "reason"], [])
     t.csv_header = ["run_id", "status", "method", "regularizer", "mode", "entities", "model", "seed", "config_hash",
-                    "created_at", "finished_at", "seconds_total", "reason"]
+                    "created_at", "finished_at", "seconds_total", "reason", "label", "lambda_reg", "steps",
+                    "reg_share"] + metrics
     for r in rows:
         ents = " ".join(r["entities"])
-        t.rows.append([Cell(x) for x in (r["run_id"], r["status"], r["method"], r["regularizer"], r["mode"], ents,
-                                         r["model"], str(r["seed"]), (r["reason"] or "")[:120])])
+        run = done.get(r["run_id"])
+        lam = run.lam if run else ((r.get("config") or {}).get("config") or {}).get("lambda_reg")
+        steps = run.steps if run else None
+        t.rows.append([Cell(x) for x in (r["run_id"], r["status"], r["method"], r["regularizer"],
+                                         "" if lam is None else f"{lam:g}", r["mode"], ents, r["model"], str(r["seed"]),
+                                         "" if steps is None else str(steps), (r["reason"] or "")[:120])])
         t.csv_rows.append([r["run_id"], r["status"], r["method"], r["regularizer"], r["mode"], ents, r["model"], r["seed"],
                            r["config_hash"], _iso(r["created_at"]), _iso(r["finished_at"]),
-                           (r.get("timings") or {}).get("total"), r["reason"] or ""])
+                           (r.get("timings") or {}).get("total"), r["reason"] or "",
+                           run.label if run else "", lam, steps, run.reg_share if run else None]
+                          + [(_count(run, m) if m in COUNTS.values() else run.final_mean(m)) if run else None
+                             for m in metrics])
     return t
+
+
+def _count(run, key: str) -> int | None:
+    """An item count summed over the run's entities (never averaged)."""
+    vals = [e.get(key) for e in run.final().values() if e.get(key) is not None]
+    return int(sum(vals)) if vals else None
 
 
 def _iso(ts: float | None) -> str:
@@ -73,7 +96,7 @@ def build_report(results_dir: Path | str | None, out_dir: Path | str | None, pro
     from snap_bench.cli import task_stats
     from snap_bench.fsutil import atomic_write_bytes, preflight_dir
     from snap_bench.report_data import entity_kinds, load_runs
-    from snap_bench.report_figures import fig3, fig4, fig5, fig_losses
+    from snap_bench.report_figures import fig3, fig4, fig5, fig_lambda, fig_losses, fig_tradeoff
     from snap_bench.report_html import render
     from snap_bench.report_render import to_csv, to_latex, to_markdown
     from snap_bench.report_tables import all_tables
@@ -93,7 +116,7 @@ def build_report(results_dir: Path | str | None, out_dir: Path | str | None, pro
         stats = task_stats()
         tables = all_tables(runs, kinds, stats)
         rows = store.runs()  # every run, done or not: runs.csv and the environment's counts
-        runs_table = _runs_table(rows)
+        runs_table = _runs_table(rows, runs)
         env = _environment(runs, rows, results)
     finally:
         store.close()
@@ -114,8 +137,11 @@ def build_report(results_dir: Path | str | None, out_dir: Path | str | None, pro
     fig3(stats, out, write)
     fig4(runs, kinds, out, write)
     fig5(runs, out, write)
+    fig_lambda(runs, out, write)
+    fig_tradeoff(runs, out, write)
     loss_files = fig_losses(runs, out, write)
-    figures = [(stem, FIGURE_CAPTIONS[stem], (out / f"{stem}.png").read_bytes()) for stem in ("fig3", "fig4", "fig5")]
+    figures = [(stem, FIGURE_CAPTIONS[stem], (out / f"{stem}.png").read_bytes())
+               for stem in ("fig3", "fig4", "fig5", "fig_lambda", "fig_tradeoff")]
     figures += [(Path(n).stem, FIGURE_CAPTIONS["fig_losses"] + (f" ({Path(n).stem})" if n.startswith("fig_losses_") else ""),
                  (out / n).read_bytes()) for n in loss_files if n.endswith(".png")]
     models = ", ".join(sorted({r.model for r in runs})) or "no model"
@@ -142,7 +168,7 @@ def cmd_report(args) -> int:
 
 
 def add_parser(sub, parser_class) -> None:
-    r = sub.add_parser("report", help="Tables 1-5, Figures 3-5, loss curves and index.html from the results store")
+    r = sub.add_parser("report", help="Tables 1-5 and λ, Figures 3-5, λ and trade-off figures, loss curves and index.html from the results store")
     r.add_argument("--results", default=None, metavar="DIR", help="results store directory (default: ./results)")
     r.add_argument("--out", default=None, metavar="DIR", help="output directory (default: ./reports)")
     r.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")

@@ -1,7 +1,9 @@
 """One table, four renderings: Markdown, LaTeX (booktabs), CSV and HTML.
 
-Best values are bold and second best underlined, as in the paper; the untrained model's row is
-a reference and does not compete. CSV cells carry full-precision numbers, not the rounded text.
+Best values are bold and second best underlined, as in the paper, per column and per block of
+rows (one entity's rows compete with each other, not with another entity's); lower is better in
+the columns a table marks so (leak, degenerate, ROUGE-L on the forget set). The untrained
+model's row is a reference and does not compete. CSV cells carry full-precision numbers, not the rounded text.
 """
 
 from __future__ import annotations
@@ -29,25 +31,31 @@ class Table:
     header: list[str]
     rows: list[list[Cell]]
     rank_cols: list[int] = field(default_factory=list)
+    lower_better: set[int] = field(default_factory=set)     # ranked columns where the smallest value wins
+    rank_groups: dict[int, Any] = field(default_factory=dict)  # row -> block; rows rank within their block
     reference_rows: set[int] = field(default_factory=set)  # rows left out of the ranking
     notes: list[str] = field(default_factory=list)
     csv_header: list[str] = field(default_factory=list)
     csv_rows: list[list[Any]] = field(default_factory=list)
 
     def marks(self) -> dict[tuple[int, int], str]:
-        """(row, col) -> "best" | "second", per ranked column, on the values as displayed."""
+        """(row, col) -> "best" | "second", per ranked column and row block, on the values as displayed."""
         out: dict[tuple[int, int], str] = {}
+        blocks: dict[Any, list[int]] = {}
+        for i in range(len(self.rows)):
+            if i not in self.reference_rows:
+                blocks.setdefault(self.rank_groups.get(i), []).append(i)
         for c in self.rank_cols:
-            shown = {i: round(r[c].value, 1) for i, r in enumerate(self.rows)
-                     if i not in self.reference_rows and r[c].value is not None}
-            levels = sorted(set(shown.values()), reverse=True)
-            if len(shown) < 2:
-                continue
-            for i, v in shown.items():
-                if v == levels[0]:
-                    out[(i, c)] = "best"
-                elif len(levels) > 1 and v == levels[1]:
-                    out[(i, c)] = "second"
+            for members in blocks.values():
+                shown = {i: round(self.rows[i][c].value, 1) for i in members if self.rows[i][c].value is not None}
+                if len(shown) < 2:
+                    continue
+                levels = sorted(set(shown.values()), reverse=c not in self.lower_better)
+                for i, v in shown.items():
+                    if v == levels[0]:
+                        out[(i, c)] = "best"
+                    elif len(levels) > 1 and v == levels[1]:
+                        out[(i, c)] = "second"
         return out
 
 
@@ -69,7 +77,8 @@ def to_markdown(t: Table) -> str:
 
 _TEX = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
         "^": r"\textasciicircum{}", "\\": r"\textbackslash{}", "±": r"$\pm$", "♣": r"$^{\clubsuit}$", "−": r"$-$",
-        "—": "---", "Δ": r"$\Delta$", "→": r"$\rightarrow$", "·": r"$\cdot$", "≥": r"$\geq$", "≤": r"$\leq$"}
+        "—": "---", "Δ": r"$\Delta$", "→": r"$\rightarrow$", "·": r"$\cdot$", "≥": r"$\geq$", "≤": r"$\leq$",
+        "↓": r"$\downarrow$", "λ": r"$\lambda$"}
 
 
 def tex_escape(s: str) -> str:
