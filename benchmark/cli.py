@@ -92,61 +92,155 @@ def _num(v: float | None) -> str:
     return "—" if v is None else f"{v:.3f}"
 
 
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
+    """``0,1,2`` -> [0, 1, 2]: distinct non-negative integers, comma-separated; anything else is bad input."""
+    parts = [t.strip() for t in text.split(",")]
+    if not text.strip() or any(not t for t in parts):
+        raise SnapBenchError(f"{flag} {text!r}: expected comma-separated seeds such as 0,1,2 (an empty entry is not a seed)")
+    seeds: list[int] = []
+    for t in parts:
+        try:
+            v = int(t)
+        except ValueError:
+            raise SnapBenchError(f"{flag} {text}: {t!r} is not an integer; expected comma-separated seeds such as 0,1,2") from None
+        if v < 0:
+            raise SnapBenchError(f"{flag} {text}: seed {v} is negative; seeds are integers >= 0")
+        if v in seeds:
+            raise SnapBenchError(f"{flag} {text}: seed {v} is given twice")
+        seeds.append(v)
+    return seeds
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (n - 1; None below two values) and n of the non-missing values."""
+    vals = [float(v) for v in values if v is not None]
+    n = len(vals)
+    if n == 0:
+        return {"mean": None, "std": None, "n": 0}
+    mean = sum(vals) / n
+    std = (sum((v - mean) ** 2 for v in vals) / (n - 1)) ** 0.5 if n > 1 else None
+    return {"mean": mean, "std": std, "n": n}
+
+
+def seed_summary(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{entity: {metric: {mean, std, n}}} over the runs of several seeds; every entity (and the batch
+    modes' ``average`` row) on its own, never pooled across entities."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    entities = list(dict.fromkeys(e for r in results for e in r["metrics"]))
+    for e in entities:
+        metrics = list(dict.fromkeys(m for r in results for m in r["metrics"].get(e, {})))
+        out[e] = {m: _stats([r["metrics"].get(e, {}).get(m) for r in results]) for m in metrics}
+    return out
+
+
+def summary_rows(label: str, seeds: list[int], summary: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The seed summary as fixed-width text: mean ± sample std per entity and metric, with n."""
+
+    def cell(s: dict[str, Any] | None) -> str:
+        if not s or s["mean"] is None:
+            return f"{'—':>13}"
+        std = "—" if s["std"] is None else f"{s['std']:.1f}"
+        return f"{s['mean']:6.1f} ± {std:<4}"
+
+    cols = (("UA", "UA"), ("UA♣", "UA_multihop"), ("RA", "RA"), ("TA", "TA"), ("Avg", "Avg"))
+    head = f"{'method':<18} {'entity':<16} {'n':>2} " + " ".join(f"{c:>13}" for c, _ in cols)
+    lines = [f"mean ± sample std over seeds {','.join(map(str, seeds))} (n = runs with a value)", head, "-" * len(head)]
+    for entity, ms in summary.items():
+        n = max((s["n"] for s in ms.values()), default=0)
+        row = f"{label:<18} {entity:<16} {n:>2} " + " ".join(cell(ms.get(k)) for _, k in cols)
+        odd = [f"{c} n={ms[k]['n']}" for c, k in cols if k in ms and ms[k]["n"] != n]
+        lines.append(row + (f"  ({', '.join(odd)})" if odd else ""))
+    return "\n".join(lines)
+
+
+def _print_run(result: dict[str, Any]) -> None:
+    print(table1_rows(result))
+    if result.get("probes"):
+        print("\n" + probe_rows(result["probes"]))
+    if result.get("nlp"):
+        print("\n" + nlp_rows(result["nlp"]))
+    t = result["timings"]
+    print(f"\nrun {result['run_id']} · model {result['model']} · seed {result['seed']} · "
+          f"{result['train']['steps']} steps · train {t.get('train', 0):.0f}s · total {t['total']:.0f}s · "
+          f"stored in {result['results']}")
+    if result.get("saved"):
+        print(f"model saved to {result['saved']} (snap-bench ask|chat --model {result['saved']})")
+
+
 def cmd_run(args) -> int:
     from snap_bench.config import parse_overrides
     from snap_bench.runner import RunSpec, execute, plan
 
-    spec = RunSpec(
-        method=args.method,
-        entities=args.entity,
-        mode=args.mode,
-        regularizer=args.regularizer,
-        model=args.model,
-        seed=args.seed,
-        preset=args.preset,
-        overrides=parse_overrides(args.set),
-        results_dir=args.results,
-        judge=args.judge,
-        progress=not args.no_progress,
-        trust_remote_code=args.trust_remote_code,
-        save_dir=args.save,
-        allow_pickle=args.allow_pickle,
-    )
+    # --seeds: validated, and every seed planned, before anything is written or trained.
+    if args.seeds is not None and args.seed is not None:
+        raise SnapBenchError(f"--seed {args.seed} and --seeds {args.seeds} contradict; give one of them")
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else [0 if args.seed is None else args.seed]
+    if len(seeds) > 1 and args.save is not None:
+        raise SnapBenchError(f"--save writes one model but --seeds {args.seeds} runs {len(seeds)}; "
+                             "save one seed's model with --seed N --save DIR")
+    overrides = parse_overrides(args.set)
     for flag, key in (("max_steps", "max_steps"), ("eval_limit", "eval_limit")):
         value = getattr(args, flag)
         if value is None:
             continue
-        if key in spec.overrides:  # two different answers to one question: refuse rather than pick one
-            raise SnapBenchError(f"--{flag.replace('_', '-')} {value} and --set {key}={spec.overrides[key]} contradict; "
+        if key in overrides:  # two different answers to one question: refuse rather than pick one
+            raise SnapBenchError(f"--{flag.replace('_', '-')} {value} and --set {key}={overrides[key]} contradict; "
                                  "give one of them")
-        spec.overrides[key] = str(value)
-    p = plan(spec)
+        overrides[key] = str(value)
+    plans = []
+    for seed in seeds:
+        spec = RunSpec(
+            method=args.method,
+            entities=args.entity,
+            mode=args.mode,
+            regularizer=args.regularizer,
+            model=args.model,
+            seed=seed,
+            preset=args.preset,
+            overrides=dict(overrides),
+            results_dir=args.results,
+            judge=args.judge,
+            progress=not args.no_progress,
+            trust_remote_code=args.trust_remote_code,
+            save_dir=args.save,
+            allow_pickle=args.allow_pickle,
+        )
+        plans.append(plan(spec))
 
-    def on_phase(k, metrics):
-        if spec.mode == "sequential" and not args.json:  # only the main process evaluates and calls this
-            print(f"\nafter step {k + 1} ({', '.join(metrics)}):", file=sys.stderr)
-            print(table1_rows({**result_stub, "metrics": metrics}), file=sys.stderr)
+    results = []
+    for i, p in enumerate(plans):
+        spec = p.spec
+        result_stub = {"method": spec.method, "regularizer": p.regularizer}
 
-    result_stub = {"method": spec.method, "regularizer": p.regularizer}
-    # Libraries may log to stdout (DeepSpeed does, once accelerate imports it); stdout is for the result.
-    with contextlib.redirect_stdout(sys.stderr):
-        result = execute(p, on_phase=on_phase)
-    if result is None:  # a non-main process under accelerate launch: the main one reports
+        def on_phase(k, metrics, spec=spec, result_stub=result_stub):
+            if spec.mode == "sequential" and not args.json:  # only the main process evaluates and calls this
+                print(f"\nafter step {k + 1} ({', '.join(metrics)}):", file=sys.stderr)
+                print(table1_rows({**result_stub, "metrics": metrics}), file=sys.stderr)
+
+        if args.seeds is not None and spec.progress:
+            print(f"snap-bench: seed {spec.seed} ({i + 1}/{len(plans)})", file=sys.stderr)
+        # Libraries may log to stdout (DeepSpeed does, once accelerate imports it); stdout is for the result.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = execute(p, on_phase=on_phase)
+        if result is None:  # a non-main process under accelerate launch: the main one reports
+            continue
+        results.append(result)
+        if not args.json:
+            if args.seeds is not None:
+                print(("\n" if i else "") + f"== seed {spec.seed} ==")
+            _print_run(result)
+    if not results:
         return 0
+    if args.seeds is None:  # plain --seed N: today's output, unchanged
+        if args.json:
+            _emit_json(results[0])
+        return 0
+    summary = seed_summary(results)
     if args.json:
-        _emit_json(result)
+        _emit_json({"runs": results, "summary": summary})
     else:
-        print(table1_rows(result))
-        if result.get("probes"):
-            print("\n" + probe_rows(result["probes"]))
-        if result.get("nlp"):
-            print("\n" + nlp_rows(result["nlp"]))
-        t = result["timings"]
-        print(f"\nrun {result['run_id']} · model {result['model']} · seed {result['seed']} · "
-              f"{result['train']['steps']} steps · train {t.get('train', 0):.0f}s · total {t['total']:.0f}s · "
-              f"stored in {result['results']}")
-        if result.get("saved"):
-            print(f"model saved to {result['saved']} (snap-bench ask|chat --model {result['saved']})")
+        label = results[0]["method"] + (f"+{results[0]['regularizer']}" if results[0]["regularizer"] != "none" else "")
+        print("\n" + summary_rows(label, seeds, summary))
     return 0
 
 
@@ -322,7 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mode", default="single", help="single | batch | sequential (default: single)")
     r.add_argument("--regularizer", default=None, help="override the method's regularizer: swd | l2 | none | ...")
     r.add_argument("--model", default="smollm2-135m", help="preset, Hugging Face id or local path (default: smollm2-135m)")
-    r.add_argument("--seed", type=int, default=0, help="seed for the split, data order, init and projections (default: 0)")
+    r.add_argument("--seed", type=int, default=None, help="seed for the split, data order, init and projections (default: 0)")
+    r.add_argument("--seeds", default=None, metavar="S,S,...",
+                   help="run the same experiment once per seed (e.g. 0,1,2), one stored run each, then print mean ± "
+                        "sample std per entity; --json prints {runs, summary}. Not with --seed")
     r.add_argument("--preset", default="cpu", help="hyper-parameter preset: cpu (default) | paper | paper-mistral")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field; repeatable")
     r.add_argument("--results", default=None, metavar="DIR", help="results store directory (default: ./results)")

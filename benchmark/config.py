@@ -35,9 +35,11 @@ class MethodConfig:
     weight_decay: float = 0.1
     """AdamW decoupled weight decay on matrices (not on norms or biases). Paper: 0.1."""
     batch_size: int = 16
-    """Examples per optimiser step, split evenly between the method's data streams (paper: 32)."""
+    """Examples per optimiser step, split between the method's data streams by their ratios (forget 1,
+    ``retain_ratio``, ``general_ratio``; ``trainer.plan_steps``) (paper: 32)."""
     epochs: float = 3.0
-    """Passes over the forget stream when ``max_steps`` is unset."""
+    """Passes over the forget stream when ``max_steps`` is unset (the retain and general streams are drawn from
+    alongside it, cycling as needed, so their passes follow from their shares of the batch)."""
     max_steps: int | None = None
     """Hard cap on optimiser steps; 0 evaluates the untrained model. Overrides ``epochs``."""
     warmup_steps: int = 0
@@ -51,10 +53,17 @@ class MethodConfig:
     train_size: int = 100
     """Items sampled per training set, proportional across categories (paper: 100); the rest are eval."""
     retain_data: str = "hard"
-    """Retain stream: ``hard`` (related D_r, the paper's HardRDA), ``general`` (D_g; Figure 4), ``hard+general``
-    (both in one stream) or ``none`` (−HardRDA)."""
+    """Data to keep: ``hard`` (related D_r, the paper's HardRDA: stream ``retain``), ``general`` (D_g, Figure 4:
+    stream ``general``), ``hard+general`` (both, as TWO streams with their own shares of the batch and their own
+    loss terms ``retain`` and ``general``, as in Opt-Out's "+rt+wd") or ``none`` (−HardRDA)."""
     retain_ratio: float = 1.0
-    """Examples drawn from each non-forget stream per forget example in a step (paper: 1, an even mix)."""
+    """Examples drawn from the retain stream (D_r; also any other non-forget stream a method has, except
+    ``general``) per forget example in a step (paper: 1, an even mix)."""
+    general_ratio: float = 1.0
+    """Examples drawn from the general stream (D_g; ``retain_data`` ``general`` or ``hard+general``) per forget
+    example in a step. 1 follows the authors' later code (Choi et al., Opt-Out, github.com/brightjade/Opt-Out,
+    method "+rt+wd"), which draws an equal batch from the forget, retain and world (general) data each step and
+    adds the three mean NLLs."""
     retain_targets: str = "pack"
     """Targets of the retain stream: ``pack`` (the pack's written answers, as in the paper) or ``self`` (the
     untrained model's own greedy answers, generated once before training; see ``retain_targets.py``)."""
@@ -151,8 +160,8 @@ class MethodConfig:
                 raise SnapBenchError(f"--set {name}={v}: must be >= 0")
 
     def validate(self) -> None:
-        self.require_positive("lr", "batch_size", "retain_ratio", "max_length", "swd_projections", "swd_p",
-                              "max_new_tokens", "eval_batch_size", "probe_limit")
+        self.require_positive("lr", "batch_size", "retain_ratio", "general_ratio", "max_length", "swd_projections",
+                              "swd_p", "max_new_tokens", "eval_batch_size", "probe_limit")
         self.require_nonnegative("weight_decay", "lambda_reg", "max_grad_norm", "epochs", "warmup_steps", "train_size",
                                  "general_eval_size", "relearn_n", "relearn_steps")
         for name in ("max_steps", "eval_limit", "nlp_limit"):
@@ -188,10 +197,12 @@ class MethodConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Sized so that `snap-bench run --method snap --entity peter_parker` on smollm2-135m finishes
-    # in about 10 minutes on a 2-core CPU: 38 steps of 16 examples, fp32. D_g joins the hard
-    # retain data because on a 135M model the refusal otherwise spreads to everyday questions
-    # (TA 52 -> 90 in our calibration, README "CPU defaults").
+    # Sized so that `snap-bench run --method snap --entity peter_parker` on smollm2-135m finished
+    # in about 10 minutes on a 2-core CPU, measured with 38 steps of 8 forget + 8 retain examples
+    # when D_r and D_g shared one stream; as two streams at ratios 1/1 a step draws 5 + 5 + 5, so
+    # 3 epochs are now 60 steps of 15 (fp32), about 1.5x the training time. D_g is trained on alongside the hard retain data because
+    # on a 135M model the refusal otherwise spreads to everyday questions (TA 52 -> 90 in our
+    # calibration, README "CPU defaults").
     "cpu": {"retain_data": "hard+general"},
     # The paper's hyper-parameters (Choi et al. 2024, §4.1) for a 7B model on GPUs. The paper
     # text we follow does not fix the epoch count; 3 is our choice and is recorded with the run.

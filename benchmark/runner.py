@@ -146,6 +146,11 @@ def _hashed_config(cfg: MethodConfig) -> dict[str, Any]:
     for k, default in _SCALE_DEFAULTS.items():
         if out.get(k) == default:
             del out[k]
+    # general_ratio matters only when D_g is trained on; it enters the hash exactly then, so runs with
+    # retain_data=hard|none keep their hashes, while hard+general runs (D_r and D_g once one stream, now
+    # two) get new ones and a sweep does not mistake an old run for the new recipe.
+    if out.get("retain_data") not in ("general", "hard+general"):
+        out.pop("general_ratio", None)
     return out
 
 

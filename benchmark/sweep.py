@@ -18,7 +18,8 @@ sweep resumes where it stopped. Each run is claimed in the store before it start
 sharing a store split the grid between them: a run another live process is doing is left to it
 and waited for at the end (and taken over if that process dies). A run that fails (a NaN loss, an
 API outage) is recorded as failed and the sweep goes on; the exit code is then 1. Shipped suites
-live in ``benchmark/suites/``.
+live in ``benchmark/suites/``. ``--seeds 0,1,2`` replaces the suite's ``seeds:`` list (the same
+validation as ``snap-bench run --seeds``).
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ def expand(suite: dict[str, Any]) -> list[dict[str, Any]]:
     return runs
 
 
-def run_sweep(suite_name: str, results_dir=None, progress: bool = True, dry_run: bool = False) -> dict[str, Any]:
+def run_sweep(suite_name: str, results_dir=None, progress: bool = True, dry_run: bool = False,
+              seeds: list[int] | None = None) -> dict[str, Any]:
+    """Run (or with ``dry_run`` list) the suite's grid; ``seeds`` replaces the suite's ``seeds:`` list."""
     from snap_bench.fsutil import preflight_dir
     from snap_bench.runner import RunSpec, plan
     from snap_bench.scaling import launched_processes
@@ -126,6 +129,8 @@ def run_sweep(suite_name: str, results_dir=None, progress: bool = True, dry_run:
     if launched_processes() > 1:  # every rank would read the store and decide what to skip on its own
         raise SnapBenchError("snap-bench sweep runs in one process; launch each run with accelerate launch -m snap_bench run")
     suite = load_suite(suite_name)
+    if seeds is not None:  # --seeds overrides the suite's list (already validated by parse_seeds)
+        suite["seeds"] = list(seeds)
     plans = []
     for r in expand(suite):  # validate the whole grid before running anything
         spec = RunSpec(method=r["method"], entities=r["entities"], mode=r["mode"], regularizer=r["regularizer"],
@@ -210,7 +215,10 @@ def _attempt(summary: dict[str, Any], p, tag: str) -> bool:
 def cmd_sweep(args) -> int:
     import json
 
-    summary = run_sweep(args.suite, args.results, progress=not args.no_progress, dry_run=args.dry_run)
+    from snap_bench.cli import parse_seeds
+
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None  # bad input fails before the suite is read
+    summary = run_sweep(args.suite, args.results, progress=not args.no_progress, dry_run=args.dry_run, seeds=seeds)
     if args.json:
         print(json.dumps(summary, default=str))
     else:
@@ -225,6 +233,8 @@ def add_parser(sub, parser_class) -> None:
     s.add_argument("--suite", required=True, help=f"shipped suite ({', '.join(shipped_suites())}) or a YAML file")
     s.add_argument("--results", default=None, metavar="DIR", help="results store directory (default: ./results)")
     s.add_argument("--dry-run", action="store_true", help="list the runs that would execute, run nothing")
+    s.add_argument("--seeds", default=None, metavar="S,S,...",
+                   help="comma-separated seeds (e.g. 0,1,2) that replace the suite's 'seeds:' list")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_sweep)

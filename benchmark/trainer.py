@@ -56,14 +56,25 @@ class TrainResult:
     losses: list[dict[str, float]] = field(default_factory=list)  # per step: term -> value, plus "total"
 
 
+def stream_weight(cfg, name: str) -> float:
+    """A stream's shares of the batch: ``forget`` 1, ``general`` (D_g) ``general_ratio``, any other
+    (``retain``, SKU's ``shuffled``, ...) ``retain_ratio``."""
+    if name == "forget":
+        return 1.0
+    return cfg.general_ratio if name == "general" else cfg.retain_ratio
+
+
 def plan_steps(cfg, stream_sizes: dict[str, int]) -> tuple[int, dict[str, int]]:
     """(total optimiser steps, examples drawn from each stream per step).
 
-    The ``forget`` stream gets one share of ``batch_size`` and every other stream
-    ``retain_ratio`` shares, so the unlearning/retaining balance is one knob. ``epochs`` counts
-    passes over the forget stream (or the largest stream when there is no forget stream).
+    Each stream gets ``max(1, round(batch_size * w / Σw))`` examples per step, w its weight from
+    :func:`stream_weight` (forget 1, retain ``retain_ratio``, general ``general_ratio``) and ``round``
+    Python's (half to even); the shares are rounded independently, so they may add up to a little
+    less or more than ``batch_size`` (16 over forget/retain/general at 1/1/1: 5 + 5 + 5 = 15).
+    ``epochs`` counts passes over the forget stream (or the largest stream when there is no forget
+    stream); the other streams are drawn from as often as that takes (cycling when they run out).
     """
-    weights = {k: (1.0 if k == "forget" else cfg.retain_ratio) for k in stream_sizes}
+    weights = {k: stream_weight(cfg, k) for k in stream_sizes}
     total_w = sum(weights.values()) or 1.0
     per_stream = {k: max(1, round(cfg.batch_size * w / total_w)) for k, w in weights.items()}
     if cfg.max_steps is not None:

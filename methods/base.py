@@ -10,10 +10,19 @@
         def loss(self, model, batches, ctx) -> dict[str, Tensor]: ...
         def system_prompt(self, packs) -> str | None: ...   # optional
 
-``streams`` names the data the method trains on (e.g. ``{"forget": ..., "retain": ...}``); each
-optimiser step draws an equal share of ``batch_size`` from every stream and passes the collated
-batches to ``loss`` under the same names. ``loss`` returns named terms that the trainer sums
-(adding ``lambda_reg * regularizer.penalty`` as the term ``reg``) and logs separately.
+``streams`` names the data the method trains on (e.g. ``{"forget": ..., "retain": ..., "general":
+...}``); each optimiser step draws a share of ``batch_size`` from every stream (``forget`` one share,
+``retain`` ``retain_ratio`` shares, ``general`` ``general_ratio`` shares, any other stream
+``retain_ratio``; see ``trainer.plan_steps``) and passes the collated batches to ``loss`` under the
+same names. ``loss`` returns named terms that the trainer sums (adding ``lambda_reg *
+regularizer.penalty`` as the term ``reg``) and logs separately.
+
+The data kept, ``retain_data``, comes as up to two streams (``UnlearnData.retain_streams``):
+``retain``, the entity's hard retaining data D_r, and ``general``, the general set D_g. They are
+never merged: ``hard+general`` draws a batch from each every step and a method adds one loss term
+per stream (``retain`` and ``general``, with the same weight), as the authors' later code does
+(Opt-Out, github.com/brightjade/Opt-Out, method "+rt+wd": forget, retain and world batches each
+step, their mean NLLs added).
 """
 
 from __future__ import annotations
@@ -38,9 +47,24 @@ class UnlearnData:
     general: list[Item]
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def retain_items(self, which: str) -> list[Item]:
-        """The retain stream chosen by ``retain_data``: hard (D_r), general (D_g), both, or none."""
-        return {"hard": self.retain, "general": self.general, "hard+general": self.retain + self.general, "none": []}[which]
+    def retain_streams(self, which: str) -> dict[str, list[Item]]:
+        """The data to keep chosen by ``retain_data``, one entry per non-empty stream: ``hard`` gives
+        ``{"retain": D_r}``, ``general`` ``{"general": D_g}``, ``hard+general`` both (two streams, each
+        with its own share of the batch), ``none`` nothing."""
+        if which not in RETAIN_SOURCES:
+            raise ValueError(f"retain_data={which!r}: expected one of {', '.join(RETAIN_SOURCES)}")
+        return {name: items for name, items in (("retain", self.retain), ("general", self.general))
+                if name in RETAIN_SOURCES[which] and items}
+
+
+# retain_data -> the streams it trains on (names as in ``retain_streams`` and in the methods' loss terms)
+RETAIN_SOURCES = {"hard": ("retain",), "general": ("general",), "hard+general": ("retain", "general"), "none": ()}
+RETAIN_STREAMS = ("retain", "general")
+
+
+def retain_terms(nll: Mapping[str, torch.Tensor], weight: float) -> dict[str, torch.Tensor]:
+    """``weight * nll[name]`` for each of the ``retain`` and ``general`` streams present, as terms of those names."""
+    return {k: weight * nll[k] for k in RETAIN_STREAMS if k in nll}
 
 
 @dataclass

@@ -7,7 +7,9 @@ and TOFU's "Grad. Diff." baseline (Maini et al. 2024, arXiv 2401.06121, §4):
 
 with w = 1 as in TOFU (the two terms are summed with equal weight) and no regularizer. Which
 retain data is used follows ``retain_data`` (default the entity's hard retain set D_r); with
-``retain_data=none`` only the ascent term remains, i.e. plain ``gradient_ascent``.
+``hard+general`` the general set D_g is a second stream whose NLL is its own term ``general``,
+weighted by the same w; with ``retain_data=none`` only the ascent term remains, i.e. plain
+``gradient_ascent``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from snap_bench.config import MethodConfig
-from snap_bench.methods.base import StepContext, UnlearnData, as_examples, nll_per_stream
+from snap_bench.methods.base import StepContext, UnlearnData, as_examples, nll_per_stream, retain_terms
 from snap_bench.registry import register_method
 
 
@@ -26,7 +28,7 @@ class GradDiffConfig(MethodConfig):
     regularizer: str = "none"
     """TOFU's baseline has no regularizer; ``--regularizer`` adds one."""
     retain_weight: float = 1.0
-    """Weight w of the retain NLL term (TOFU: 1, an unweighted sum of the two losses)."""
+    """Weight w of the retain NLL term, and of the general (D_g) term when there is one (TOFU: 1, an unweighted sum)."""
 
     def validate(self) -> None:
         super().validate()
@@ -43,14 +45,10 @@ class GradDiff:
 
     def streams(self, data: UnlearnData):
         streams = {"forget": as_examples(data.forget, "answer")}
-        retain = data.retain_items(self.cfg.retain_data)
-        if retain:
-            streams["retain"] = as_examples(retain, "response")
+        for name, items in data.retain_streams(self.cfg.retain_data).items():  # "retain" (D_r), "general" (D_g)
+            streams[name] = as_examples(items, "response")
         return streams
 
     def loss(self, model, batches, ctx: StepContext):
-        nll = nll_per_stream(model, batches)  # one forward pass over both streams
-        terms = {"forget": -nll["forget"]}
-        if "retain" in nll:
-            terms["retain"] = self.cfg.retain_weight * nll["retain"]
-        return terms
+        nll = nll_per_stream(model, batches)  # one forward pass over all streams
+        return {"forget": -nll["forget"], **retain_terms(nll, self.cfg.retain_weight)}

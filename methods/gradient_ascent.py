@@ -12,7 +12,9 @@ regularizer; they train GPT-Neo with lr 5e-5 until the target sequences' extract
 drops, which this suite replaces with its shared step budget (``epochs``/``max_steps``).
 
 ``retain_weight`` > 0 adds a retain NLL term (the forget and retain streams then split
-``batch_size``); ``retain_weight = 1`` is the gradient-difference baseline (``grad_diff``).
+``batch_size``; with ``retain_data=hard+general`` the general set is a third stream and term,
+``general``, with the same weight); ``retain_weight = 1`` is the gradient-difference baseline
+(``grad_diff``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from snap_bench.config import MethodConfig
-from snap_bench.methods.base import StepContext, UnlearnData, as_examples, nll_per_stream
+from snap_bench.methods.base import StepContext, UnlearnData, as_examples, nll_per_stream, retain_terms
 from snap_bench.registry import register_method
 
 
@@ -31,7 +33,8 @@ class GradientAscentConfig(MethodConfig):
     regularizer: str = "none"
     """Jang et al. use no regularizer; ``--regularizer`` adds one (e.g. ``swd``, ``l2``, ``fisher``)."""
     retain_weight: float = 0.0
-    """Weight of the retain NLL term. 0 = pure gradient ascent as in Jang et al. 2023 (no retain stream is built)."""
+    """Weight of the retain (and general) NLL terms. 0 = pure gradient ascent as in Jang et al. 2023 (no retain
+    stream is built)."""
 
     def validate(self) -> None:
         super().validate()
@@ -48,14 +51,11 @@ class GradientAscent:
 
     def streams(self, data: UnlearnData):
         streams = {"forget": as_examples(data.forget, "answer")}  # the truth, to be pushed away
-        retain = data.retain_items(self.cfg.retain_data) if self.cfg.retain_weight > 0 else []
-        if retain:
-            streams["retain"] = as_examples(retain, "response")
+        if self.cfg.retain_weight > 0:
+            for name, items in data.retain_streams(self.cfg.retain_data).items():  # "retain", "general"
+                streams[name] = as_examples(items, "response")
         return streams
 
     def loss(self, model, batches, ctx: StepContext):
         nll = nll_per_stream(model, batches)
-        terms = {"forget": -nll["forget"]}
-        if "retain" in nll:
-            terms["retain"] = self.cfg.retain_weight * nll["retain"]
-        return terms
+        return {"forget": -nll["forget"], **retain_terms(nll, self.cfg.retain_weight)}

@@ -8,8 +8,9 @@ about ...") and rejected y_l = the TRUE answer; the reference is the initial mod
 
 β = 0.1. This is the "IDK" preference baseline of TOFU (Maini et al. 2024, arXiv 2401.06121) and of
 NPO (Zhang et al. 2024, arXiv 2404.05868, "DPO+RT"), where the retain NLL is added with weight 1:
-L = L_DPO + w·NLL(retain), w = ``retain_weight`` = 1 (0 drops the retain stream). No regularizer by
-default.
+L = L_DPO + w·NLL(retain), w = ``retain_weight`` = 1 (0 drops the retain stream); with
+``retain_data=hard+general`` the general set D_g adds its own term ``general``, w·NLL(general). No
+regularizer by default.
 
 Pairing: the shared trainer draws every stream independently and hands ``loss`` collated token
 batches, so the rejected answer is not in the batch. ``unlearn`` (called by the runner instead of
@@ -27,7 +28,8 @@ import torch.nn.functional as F
 
 from snap_bench.config import MethodConfig
 from snap_bench.data import IGNORE_INDEX, Example, collate, encode_example
-from snap_bench.methods.base import StepContext, UnlearnData, as_examples, nll_per_stream, sequence_logprob
+from snap_bench.methods.base import (RETAIN_STREAMS, StepContext, UnlearnData, as_examples, nll_per_stream,
+                                     retain_terms, sequence_logprob)
 from snap_bench.registry import register_method
 
 
@@ -56,7 +58,7 @@ class IdkDpoConfig(MethodConfig):
     beta: float = 0.1
     """Inverse temperature β of DPO (Rafailov et al. and the TOFU/NPO baselines: 0.1)."""
     retain_weight: float = 1.0
-    """Weight of the retain NLL term (TOFU / NPO's DPO+RT: 1, an unweighted sum); 0 = DPO alone."""
+    """Weight of the retain (and general) NLL terms (TOFU / NPO's DPO+RT: 1, an unweighted sum); 0 = DPO alone."""
 
     def validate(self) -> None:
         super().validate()
@@ -77,9 +79,9 @@ class IdkDpo:
 
     def streams(self, data: UnlearnData):
         streams = {"forget": as_examples(data.forget, "response")}  # chosen: the obliterated response
-        retain = data.retain_items(self.cfg.retain_data) if self.cfg.retain_weight > 0 else []
-        if retain:
-            streams["retain"] = as_examples(retain, "response")
+        if self.cfg.retain_weight > 0:
+            for name, items in data.retain_streams(self.cfg.retain_data).items():  # "retain", "general"
+                streams[name] = as_examples(items, "response")
         return streams
 
     def index_rejected(self, tokenizer, data: UnlearnData) -> None:
@@ -117,6 +119,7 @@ class IdkDpo:
         with torch.no_grad():
             rw, rl = sequence_logprob(ctx.reference, chosen), sequence_logprob(ctx.reference, rejected)
         terms = {"forget": dpo_loss(lw, ll, rw, rl, self.cfg.beta)}
-        if "retain" in batches:
-            terms["retain"] = self.cfg.retain_weight * nll_per_stream(model, {"retain": batches["retain"]})["retain"]
+        keep = {k: batches[k] for k in RETAIN_STREAMS if k in batches}
+        if keep:  # one forward pass over the retain and general streams
+            terms.update(retain_terms(nll_per_stream(model, keep), self.cfg.retain_weight))
         return terms

@@ -12,7 +12,8 @@ and π_ref the initial model, frozen (``needs_reference = True``: the runner han
 gradient ascent it stops pushing once an answer is unlikely. β = 0.1 as in the paper.
 
 The paper's best TOFU variant, NPO+RT, adds the retain NLL: L = L_NPO + w·NLL(retain), w = 1
-(``retain_weight``; 0 gives plain NPO). No regularizer by default.
+(``retain_weight``; 0 gives plain NPO); with ``retain_data=hard+general`` the general set D_g adds
+its own term ``general``, w·NLL(general). No regularizer by default.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from snap_bench.config import MethodConfig
-from snap_bench.methods.base import StepContext, UnlearnData, as_examples, nll_per_stream, sequence_logprob
+from snap_bench.methods.base import (RETAIN_STREAMS, StepContext, UnlearnData, as_examples, nll_per_stream,
+                                     retain_terms, sequence_logprob)
 from snap_bench.registry import register_method
 
 
@@ -41,7 +43,7 @@ class NpoConfig(MethodConfig):
     beta: float = 0.1
     """Inverse temperature β of the NPO loss (paper: 0.1)."""
     retain_weight: float = 1.0
-    """Weight of the retain NLL term: 1 = NPO+RT (the paper's TOFU variant), 0 = plain NPO."""
+    """Weight of the retain (and general) NLL terms: 1 = NPO+RT (the paper's TOFU variant), 0 = plain NPO."""
 
     def validate(self) -> None:
         super().validate()
@@ -60,9 +62,9 @@ class Npo:
 
     def streams(self, data: UnlearnData):
         streams = {"forget": as_examples(data.forget, "answer")}
-        retain = data.retain_items(self.cfg.retain_data) if self.cfg.retain_weight > 0 else []
-        if retain:
-            streams["retain"] = as_examples(retain, "response")
+        if self.cfg.retain_weight > 0:
+            for name, items in data.retain_streams(self.cfg.retain_data).items():  # "retain", "general"
+                streams[name] = as_examples(items, "response")
         return streams
 
     def loss(self, model, batches, ctx: StepContext):
@@ -73,6 +75,7 @@ class Npo:
         with torch.no_grad():
             ref_logp = sequence_logprob(ctx.reference, forget)
         terms = {"forget": npo_loss(logp, ref_logp, self.cfg.beta)}
-        if "retain" in batches:
-            terms["retain"] = self.cfg.retain_weight * nll_per_stream(model, {"retain": batches["retain"]})["retain"]
+        keep = {k: batches[k] for k in RETAIN_STREAMS if k in batches}
+        if keep:  # one forward pass over the retain and general streams
+            terms.update(retain_terms(nll_per_stream(model, keep), self.cfg.retain_weight))
         return terms

@@ -12,7 +12,8 @@ Stage 1, harmful knowledge acquisition: a COPY θ_1 of the model (starting at θ
     L_RD  random disassociation: NLL of forget questions paired with answers of OTHER forget
           questions (K = ``random_answers`` per question, a seeded draw);
     L_PD  preservation divergence: −KL(π_o ‖ πθ) on the retain questions (prompt and answer tokens),
-          π_o the original model. The official code (``utils.compute_reverse_kl``) *minimises the
+          π_o the original model; with ``retain_data=hard+general`` the general set D_g is a second
+          stream with its own term ``preserve_general``, the same −ε3·KL on it. The official code (``utils.compute_reverse_kl``) *minimises the
           negative* KL, i.e. pushes θ_1 away from θ_o on normal data, so that the task vector holds
           the entity's knowledge and not general skill; we keep that sign. A negative
           ``preserve_weight`` turns it into a keep-close term instead.
@@ -61,7 +62,8 @@ class SkuConfig(MethodConfig):
     random_weight: float = 1.0
     """ε2, weight of random disassociation (NLL of other questions' answers). Official code: 1."""
     preserve_weight: float = 1.0
-    """ε3, weight of preservation divergence −KL(π_o ‖ πθ) on retain data. Official code: 1 (negative = keep close)."""
+    """ε3, weight of preservation divergence −KL(π_o ‖ πθ) on retain data (and on D_g, term ``preserve_general``).
+    Official code: 1 (negative = keep close)."""
     random_answers: int = 5
     """K, mismatched answers drawn per forget question for random disassociation. Official code: 5."""
     alpha: float = 1.0
@@ -98,7 +100,7 @@ def reverse_kl(model, reference, batch) -> torch.Tensor:
 
 
 class SkuStage1:
-    """Stage 1 as a Method for the shared trainer: streams ``forget``, ``shuffled``, ``retain``."""
+    """Stage 1 as a Method for the shared trainer: streams ``forget``, ``shuffled``, ``retain``, ``general``."""
 
     trains = True
 
@@ -114,7 +116,8 @@ class SkuStage1:
         if cfg.random_weight > 0 and cfg.random_answers > 0:
             streams["shuffled"] = mismatched_answers(data.forget, cfg.random_answers, self.seed)
         if cfg.preserve_weight != 0:
-            streams["retain"] = as_examples(data.retain_items(cfg.retain_data), "response")
+            for name, items in data.retain_streams(cfg.retain_data).items():  # "retain" (D_r), "general" (D_g)
+                streams[name] = as_examples(items, "response")
         return streams
 
     def loss(self, model, batches, ctx: StepContext):
@@ -128,6 +131,8 @@ class SkuStage1:
             terms["disassociate"] = cfg.random_weight * nll["shuffled"]
         if "retain" in batches:
             terms["preserve"] = -cfg.preserve_weight * reverse_kl(model, ctx.reference, batches["retain"])
+        if "general" in batches:
+            terms["preserve_general"] = -cfg.preserve_weight * reverse_kl(model, ctx.reference, batches["general"])
         return terms
 
 

@@ -4,7 +4,9 @@ L = L_f + L_r + λ·SW_p(θ, θ_init)
 
 - L_f: next-token NLL of *obliterated* responses to questions about the entity (negative
   instructions, paper eq. 1);
-- L_r: the same NLL on hard retaining data, related questions with their normal answers;
+- L_r: the same NLL on hard retaining data, related questions with their normal answers (with
+  ``retain_data=hard+general`` also a separate term ``general``, the NLL on the general set D_g;
+  ``nll_per_stream`` gives one term per stream);
 - SW_p: the sliced Wasserstein regularizer (``regularizers/swd.py``), added by the trainer.
 
 This file is the one to copy for a new method: a config dataclass, ``streams`` and ``loss``.
@@ -37,9 +39,8 @@ class Snap:
 
     def streams(self, data: UnlearnData):
         streams = {"forget": as_examples(data.forget, "response")}
-        retain = data.retain_items(self.cfg.retain_data)
-        if retain:
-            streams["retain"] = as_examples(retain, "response")
+        for name, items in data.retain_streams(self.cfg.retain_data).items():  # "retain" (D_r), "general" (D_g)
+            streams[name] = as_examples(items, "response")
         return streams
 
     def loss(self, model, batches, ctx: StepContext):

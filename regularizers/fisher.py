@@ -10,11 +10,13 @@ data, F_i = E_x[(∂ℓ(x)/∂θ_i)²], with ℓ(x) the example's mean token NLL
 Choices, all recorded here:
 
 - **When and on what**: F is computed once, in ``prepare`` (before the first step), in one pass
-  over a sample (see below) of the method's ``retain`` stream: its retain questions with their
-  normal answers. A method with no ``retain`` stream (``--set retain_data=none``, or pure
-  gradient ascent) falls back to the ``forget`` stream, then to the first stream it has: F then
-  protects what the forget data exercises, a weaker, different prior, but the regularizer stays
-  usable with every method.
+  over a sample (see below) of the method's data to keep: its ``retain`` stream (D_r, retain
+  questions with their normal answers) followed by its ``general`` stream (D_g) when it has them,
+  so ``retain_data=hard+general`` estimates F on D_r ∪ D_g although the trainer draws the two as
+  separate streams. A method with neither (``--set retain_data=none``, or pure gradient ascent)
+  falls back to the ``forget`` stream, then to the first stream it has: F then protects what the
+  forget data exercises, a weaker, different prior, but the regularizer stays usable with every
+  method.
 - **Per-example or per-batch**: with ``fisher_batch_size = 1`` (default) every example gets its own
   backward pass and F is the exact mean of squared per-example gradients. With b > 1, F is the mean
   of squared *mini-batch* gradients, E[ḡ²] = μ² + σ²/b instead of μ² + σ² (μ, σ² the mean and
@@ -49,16 +51,18 @@ from snap_bench.methods.base import nll_per_stream
 from snap_bench.registry import register_regularizer
 from snap_bench.regularizers.base import trainable
 
-FALLBACK_STREAMS = ("retain", "forget")
+KEEP_STREAMS = ("retain", "general")
 DEFAULT_MAX_EXAMPLES = 32
 
 
-def pick_stream(encoded: Mapping[str, list]) -> str | None:
-    """``retain`` if the method has it, else ``forget``, else the first non-empty stream."""
-    for name in FALLBACK_STREAMS:
-        if encoded.get(name):
-            return name
-    return next((k for k, v in encoded.items() if v), None)
+def pick_streams(encoded: Mapping[str, list]) -> list[str]:
+    """``retain`` and/or ``general`` if the method has them, else ``forget``, else the first non-empty stream."""
+    keep = [name for name in KEEP_STREAMS if encoded.get(name)]
+    if keep:
+        return keep
+    if encoded.get("forget"):
+        return ["forget"]
+    return [k for k, v in encoded.items() if v][:1]
 
 
 @register_regularizer("fisher")
@@ -72,7 +76,7 @@ class FisherRegularizer:
         self.max_examples = max_examples
         self.seed = seed
         self.fisher: dict[str, torch.Tensor] = {}
-        self.stream: str | None = None  # which stream F was computed on
+        self.stream: str | None = None  # which stream(s) F was computed on, e.g. "retain+general"
         self.examples = 0  # how many examples went into F
 
     @classmethod
@@ -118,10 +122,11 @@ class FisherRegularizer:
     def prepare(self, model, init_state, ctx=None) -> None:
         if ctx is None:
             raise RuntimeError("fisher regularizer: prepare() needs the trainer's PrepareContext (the data to estimate F on)")
-        self.stream = pick_stream(ctx.encoded)
-        if self.stream is None:
+        names = pick_streams(ctx.encoded)
+        if not names:
             raise RuntimeError("fisher regularizer: the method has no training data to estimate F on")
-        items = ctx.encoded[self.stream]
+        self.stream = "+".join(names)
+        items = [ex for name in names for ex in ctx.encoded[name]]
         if self.max_examples is not None and len(items) > self.max_examples:
             keep = sorted(random.Random(self.seed).sample(range(len(items)), self.max_examples))
             items = [items[i] for i in keep]

@@ -112,6 +112,12 @@ def _suite(text: str | bytes):
 GOOD_ENTRY = "  - methods: [snap]\n    entities: [[PACK]]\n"
 
 
+def _sweep_seeds(seeds: str):
+    """A good suite with a bad ``--seeds``: the flag is refused before the suite is even read."""
+    good = _suite("grid:\n" + GOOD_ENTRY)
+    return lambda tmp, pack: [*good(tmp, pack), "--seeds", seeds]
+
+
 def _judge_input(data: bytes | str, *extra):
     def build(tmp, pack):
         f = tmp / "in.jsonl"
@@ -190,6 +196,15 @@ CASES = [
      "the same --entity is given twice"),
     ("max-steps-vs-set", _run("--max-steps", "3", "--set", "max_steps=4"), "--max-steps 3 and --set max_steps=4 contradict"),
     ("eval-limit-vs-set", _run("--eval-limit", "2", "--set", "eval_limit=5"), "--eval-limit 2 and --set eval_limit=5 contradict"),
+    ("seed-and-seeds", _run("--seed", "3", "--seeds", "0,1"), "--seed 3 and --seeds 0,1 contradict; give one of them"),
+    ("seeds-save", lambda t, p: [*RUN, "--entity", "peter_parker", "--seeds", "0,1", "--save", str(t / "model")],
+     "--save writes one model but --seeds 0,1 runs 2"),
+    # --- run --seeds: every seed is checked before any run starts -----------------------------
+    ("seeds-empty-entries", _run("--seeds", ","), "--seeds ',': expected comma-separated seeds such as 0,1,2"),
+    ("seeds-negative", _run("--seeds", "-1"), "--seeds -1: seed -1 is negative; seeds are integers >= 0"),
+    ("seeds-duplicate", _run("--seeds", "1,1"), "--seeds 1,1: seed 1 is given twice"),
+    ("seeds-not-int", _run("--seeds", "a"), "--seeds a: 'a' is not an integer"),
+    ("seeds-second-bad", _run("--seeds", "0,1,x"), "--seeds 0,1,x: 'x' is not an integer"),
     # --- run: model and results paths --------------------------------------------------------
     ("model-dir-no-config", _model_dir("empty"), "expected a transformers model directory with config.json"),
     ("model-pickle-only", _model_dir("pickle"), "holds only pickle weights"),
@@ -247,6 +262,10 @@ CASES = [
     ("suite-set-unknown-key", _suite("grid:\n" + GOOD_ENTRY + "    set: {lambda: 0.5}\n"), "grid[0]: --set lambda: unknown key"),
     ("suite-set-not-mapping", _suite("set: [1]\ngrid:\n" + GOOD_ENTRY), "suite.yaml: 'set' must be a mapping"),
     ("suite-model-not-string", _suite("model: 5\ngrid:\n" + GOOD_ENTRY), "suite.yaml: 'model' must be a string, got int"),
+    ("sweep-seeds-empty", _sweep_seeds(","), "--seeds ',': expected comma-separated seeds"),
+    ("sweep-seeds-negative", _sweep_seeds("-1"), "--seeds -1: seed -1 is negative"),
+    ("sweep-seeds-duplicate", _sweep_seeds("1,1"), "--seeds 1,1: seed 1 is given twice"),
+    ("sweep-seeds-not-int", _sweep_seeds("a"), "--seeds a: 'a' is not an integer"),
     # --- judge input -------------------------------------------------------------------------
     ("judge-missing-file", lambda t, p: ["judge", "--input", str(t / "none.jsonl")], "none.jsonl: no such file"),
     ("judge-not-utf8", _judge_input(b'{"question": "\xff"}\n'), "in.jsonl: not UTF-8 (byte 14)"),

@@ -111,3 +111,37 @@ def test_judge_bad_input(cli, tmp_path):
     f.write_text('{"question": "q"}\n')
     r = cli("judge", "--input", f)
     assert r.code == 2 and "in.jsonl:1: field 'response' must be a string" in r.err
+
+
+def test_seeds_run_once_per_seed_and_summarise(cli, tmp_path):
+    results = tmp_path / "res"
+    r = cli("run", "--method", "snap", "--entity", "peter_parker", "--model", "tiny-random", "--max-steps", "1",
+            "--eval-limit", "4", "--seeds", "0,1", "--json", "--no-progress", "--results", results)
+    assert r.code == 0, r.err
+    out = json.loads(r.out)  # ONE object: every seed's result and the summary
+    assert set(out) == {"runs", "summary"}
+    assert [run["seed"] for run in out["runs"]] == [0, 1]
+    assert len({run["run_id"] for run in out["runs"]}) == 2
+    db = sqlite3.connect(results / "snap_bench.sqlite")
+    stored = db.execute("SELECT seed, status FROM runs ORDER BY seed").fetchall()
+    assert stored == [(0, "done"), (1, "done")]
+    summary = out["summary"]
+    assert list(summary) == ["peter_parker"] and set(summary["peter_parker"]) == METRIC_KEYS
+    for metric, s in summary["peter_parker"].items():
+        values = [run["metrics"]["peter_parker"][metric] for run in out["runs"]]
+        assert s["n"] == 2
+        assert s["mean"] == pytest.approx(sum(values) / 2)
+        assert s["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)  # sample std of two values
+
+
+def test_seed_summary_keeps_entities_apart_and_std_needs_two_values():
+    from snap_bench.cli import seed_summary, summary_rows
+
+    runs = [{"metrics": {"a": {"UA": 10.0, "RA": None}, "b": {"UA": 90.0, "RA": 50.0}}},
+            {"metrics": {"a": {"UA": 20.0, "RA": 40.0}, "b": {"UA": 70.0, "RA": 50.0}}}]
+    s = seed_summary(runs)
+    assert s["a"]["UA"] == {"mean": 15.0, "std": pytest.approx(50 ** 0.5), "n": 2}
+    assert s["a"]["RA"] == {"mean": 40.0, "std": None, "n": 1}  # one value: no std
+    assert s["b"]["UA"]["mean"] == 80.0 and s["b"]["RA"]["std"] == 0.0
+    text = summary_rows("snap+swd", [0, 1], s)
+    assert "15.0 ± 7.1" in text and "40.0 ± —" in text and "RA n=1" in text

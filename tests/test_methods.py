@@ -110,6 +110,15 @@ def test_each_method_runs_from_the_cli(cli, tmp_path, method):
     assert out["train"]["steps"] == (0 if method == "prompting" else 1)
 
 
+# The loss terms each method logs under the cpu preset (retain_data=hard+general: D_r and D_g are two
+# streams, each with its own term), besides "total" and "reg".
+RETAIN_GENERAL = {"forget", "retain", "general"}
+EXPECTED_TERMS = {"snap": RETAIN_GENERAL, "euclidean": RETAIN_GENERAL, "fisher": RETAIN_GENERAL,
+                  "gradient_ascent": {"forget"}, "grad_diff": RETAIN_GENERAL, "npo": RETAIN_GENERAL,
+                  "idk_dpo": RETAIN_GENERAL, "sku": {"distort", "disassociate", "preserve", "preserve_general"},
+                  "prompting": set()}
+
+
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_method_with_every_regularizer(tmp_path, tiny, method):
     trains = METHODS.get(method).trains
@@ -121,6 +130,7 @@ def test_method_with_every_regularizer(tmp_path, tiny, method):
         if trains:
             assert out["train"]["steps"] == 1
             assert ("reg" in terms) == (reg != "none"), (reg, terms)
+            assert terms - {"reg", "total", "lr"} == EXPECTED_TERMS[method], (reg, terms)
         else:
             assert out["train"]["steps"] == 0 and not terms
 
@@ -156,6 +166,90 @@ def test_gradient_ascent_uses_true_answers_and_optional_retain(pack_dir):
     assert set(ga_rt.streams(data)) == {"forget", "retain"}
     gd, _ = make_method("grad_diff")
     assert set(gd.streams(data)) == {"forget", "retain"}
+
+
+def _with_general(pack_dir) -> UnlearnData:
+    from snap_bench.tasks import load_general
+
+    data = pack_data(pack_dir)
+    data.general = load_general()["general"][:7]
+    return data
+
+
+@pytest.mark.parametrize("method", ["snap", "euclidean", "fisher", "grad_diff", "npo", "idk_dpo", "gradient_ascent"])
+def test_hard_plus_general_gives_two_streams_retain_and_general(pack_dir, method):
+    data = _with_general(pack_dir)
+    overrides = {"retain_weight": 1} if method == "gradient_ascent" else {}
+    m, _ = make_method(method, retain_data="hard+general", **overrides)
+    s = m.streams(data)
+    assert set(s) == {"forget", "retain", "general"}
+    assert [ex.source for ex in s["retain"]] == [it.id for it in data.retain]  # D_r alone
+    assert [ex.source for ex in s["general"]] == [it.id for it in data.general]  # D_g alone
+    only_general, _ = make_method(method, retain_data="general", **overrides)
+    assert set(only_general.streams(data)) == {"forget", "general"}
+    hard, _ = make_method(method, retain_data="hard", **overrides)
+    assert set(hard.streams(data)) == {"forget", "retain"}
+    none, _ = make_method(method, retain_data="none", **overrides)
+    assert set(none.streams(data)) == {"forget"}
+
+
+def test_sku_stage_one_preserves_on_retain_and_general_separately(pack_dir):
+    from snap_bench.methods.sku import SkuStage1
+
+    method, cfg = make_method("sku", retain_data="hard+general")
+    s = SkuStage1(cfg, 0).streams(_with_general(pack_dir))
+    assert set(s) == {"forget", "shuffled", "retain", "general"}
+
+
+def test_retain_streams_helper():
+    data = UnlearnData(packs=[], forget=[], retain=["r"], general=["g"])
+    assert data.retain_streams("hard+general") == {"retain": ["r"], "general": ["g"]}
+    assert data.retain_streams("hard") == {"retain": ["r"]} and data.retain_streams("general") == {"general": ["g"]}
+    assert data.retain_streams("none") == {}
+    assert UnlearnData(packs=[], forget=[], retain=[], general=["g"]).retain_streams("hard+general") == {"general": ["g"]}
+    with pytest.raises(ValueError):
+        data.retain_streams("both")
+
+
+@pytest.mark.parametrize("ratios,batch,expected", [
+    ((1, 1), 16, {"forget": 5, "retain": 5, "general": 5}),  # round(16/3) = 5 each; the sum may fall short
+    ((1, 2), 16, {"forget": 4, "retain": 4, "general": 8}),
+    ((0.5, 0.5), 16, {"forget": 8, "retain": 4, "general": 4}),
+    ((3, 1), 16, {"forget": 3, "retain": 10, "general": 3}),  # 3.2, 9.6, 3.2
+    ((1, 0.01), 4, {"forget": 2, "retain": 2, "general": 1}),  # never below one example
+])
+def test_plan_steps_gives_each_stream_its_own_share(ratios, batch, expected):
+    from snap_bench.config import MethodConfig
+    from snap_bench.trainer import plan_steps
+
+    cfg = MethodConfig(batch_size=batch, retain_ratio=ratios[0], general_ratio=ratios[1], epochs=3.0)
+    total, per_stream = plan_steps(cfg, {"forget": 100, "retain": 100, "general": 400})
+    weights = {"forget": 1.0, "retain": ratios[0], "general": ratios[1]}
+    rule = {k: max(1, round(batch * w / sum(weights.values()))) for k, w in weights.items()}
+    assert per_stream == expected == rule
+    assert total == math.ceil(3.0 * 100 / expected["forget"])  # epochs: passes over the forget stream
+    # two streams (retain_data=hard) are split as before: 8 + 8
+    assert plan_steps(MethodConfig(batch_size=16), {"forget": 100, "retain": 100})[1] == {"forget": 8, "retain": 8}
+
+
+def test_a_training_step_logs_forget_retain_and_general_terms(pack_dir, tiny):
+    from snap_bench.trainer import train
+
+    data = _with_general(pack_dir)
+    method, cfg = make_method("snap", retain_data="hard+general", max_steps=1, batch_size=6)
+    lm = fresh(tiny)
+    res = train(lm.model, lm.tokenizer, method, build_regularizer(cfg.regularizer, cfg, 0), data, cfg, 0,
+                progress=False)
+    assert res.steps == 1
+    step = res.losses[0]
+    assert {"forget", "retain", "general", "total"} <= set(step)
+    terms = {k: v for k, v in step.items() if k not in ("total", "lr")}
+    assert step["total"] == pytest.approx(sum(terms.values()), rel=1e-5)
+
+
+def test_fisher_estimates_on_retain_and_general_together(pack_dir, tiny):
+    reg, _, _ = _fisher_setup(tiny, pack_dir, streams=("forget", "retain", "general"))
+    assert reg.stream == "retain+general" and reg.examples == 12
 
 
 class ToyLM(torch.nn.Module):
@@ -226,7 +320,7 @@ def _fisher_setup(tiny, pack_dir, streams=("retain",), **kw):
     data = pack_data(pack_dir)
     model = copy.deepcopy(tiny.model)
     tok = tiny.tokenizer
-    src = {"retain": data.retain[:6], "forget": data.forget[:6]}
+    src = {"retain": data.retain[:6], "forget": data.forget[:6], "general": data.retain[6:12]}
     encoded = {s: [encode_example(tok, Example(it.question, it.response), 160) for it in src[s]] for s in streams}
     init = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     reg = FisherRegularizer(**kw)

@@ -41,3 +41,11 @@ def test_unknown_suite_and_bad_method_are_one_line_errors(cli, tmp_path, pack_di
     bad.write_text(f"grid:\n  - methods: [snapp]\n    entities: [['{pack_dir}']]\n")
     r = cli("sweep", "--suite", bad, "--results", tmp_path / "res")
     assert r.code == 2 and "snapp" in r.err and "snap" in r.err
+
+
+def test_sweep_seeds_flag_replaces_the_suites_seeds(cli, tmp_path, pack_dir):
+    suite, res = _suite(tmp_path, pack_dir), tmp_path / "res"
+    dry = cli("sweep", "--suite", suite, "--results", res, "--dry-run", "--json", "--no-progress", "--seeds", "3,5")
+    assert dry.code == 0, dry.err
+    assert dry.json["total"] == 6  # 3 grid points x 2 seeds instead of the suite's one
+    assert dry.err.count("seed=3") == 3 and dry.err.count("seed=5") == 3 and "seed=0" not in dry.err
