@@ -43,13 +43,18 @@ def _fmt(v: float | None) -> str:
 
 
 def table1_rows(result: dict[str, Any]) -> str:
-    """The Table-1 row(s) of a run, as fixed-width text."""
-    head = f"{'method':<18} {'entity':<16} {'UA':>6} {'UA♣':>6} {'RA':>6} {'TA':>6} {'Avg':>6}"
+    """The Table-1 row(s) of a run, then selectivity and removal (cross_RA, leak, RA_known, degenerate), as
+    fixed-width text."""
+    head = (f"{'method':<18} {'entity':<16} {'UA':>6} {'UA♣':>6} {'RA':>6} {'TA':>6} {'Avg':>6} │ {'crossRA':>7} "
+            f"{'leak':>6} {'RA_known':>13} {'degen':>6}")
     lines = [head, "-" * len(head)]
     label = result["method"] + (f"+{result['regularizer']}" if result["regularizer"] not in ("none",) else "")
     for entity, m in result["metrics"].items():
+        n = m.get("RA_known_n")
+        known = _fmt(m.get("RA_known")) + (f" (n={int(n)})" if n is not None else "")
         lines.append(
-            f"{label:<18} {entity:<16} {_fmt(m['UA'])} {_fmt(m['UA_multihop'])} {_fmt(m['RA'])} {_fmt(m['TA'])} {_fmt(m['Avg'])}"
+            f"{label:<18} {entity:<16} {_fmt(m['UA'])} {_fmt(m['UA_multihop'])} {_fmt(m['RA'])} {_fmt(m['TA'])} "
+            f"{_fmt(m['Avg'])} │ {_fmt(m.get('cross_RA')):>7} {_fmt(m.get('leak'))} {known:>13} {_fmt(m.get('degenerate'))}"
         )
     return "\n".join(lines)
 

@@ -203,6 +203,11 @@ class Splits:
     cross_dev: list[Item]
 
 
+def _dev_n(dev_size: int, train: list[Item]) -> int:
+    """A dev split never takes more than half of a training set (a small custom pack must keep data to train on)."""
+    return min(dev_size, len(train) // 2)
+
+
 def _splits(p: Plan) -> Splits:
     """Per-entity train/dev/eval splits, the general split and the cross-entity sets, all seeded."""
     cfg, seed = p.cfg, p.spec.seed
@@ -211,8 +216,8 @@ def _splits(p: Plan) -> Splits:
     for pack in p.packs:
         f_train, f_eval = split_items(pack["forget"], cfg.train_size, seed)
         r_train, r_eval = split_items(pack["retain"], cfg.train_size, seed)
-        f_dev, f_train = stratified_sample(f_train, dev, seed, "dev")
-        r_dev, r_train = stratified_sample(r_train, dev, seed, "dev")
+        f_dev, f_train = stratified_sample(f_train, _dev_n(dev, f_train), seed, "dev")
+        r_dev, r_train = stratified_sample(r_train, _dev_n(dev, r_train), seed, "dev")
         per_entity[pack.slug] = {
             "train": {"forget": f_train, "retain": r_train},
             "eval": {s: stratified_sample(v, limit, seed, "eval")[0]
@@ -220,7 +225,7 @@ def _splits(p: Plan) -> Splits:
             "dev": {"forget": f_dev, "retain": r_dev},
         }
     g_train, g_eval = split_items(p.general["general"], cfg.train_size, seed)
-    g_dev, g_train = stratified_sample(g_train, dev, seed, "dev")
+    g_dev, g_train = stratified_sample(g_train, _dev_n(dev, g_train), seed, "dev")
     g_eval = stratified_sample(stratified_sample(g_eval, cfg.general_eval_size, seed, "general")[0], limit, seed, "eval")[0]
     cross_eval: list[Item] = []
     cross_dev: list[Item] = []

@@ -10,7 +10,8 @@ def _ids(items):
 
 
 def test_dev_split_comes_from_training_items_and_is_held_out_of_training():
-    base = _splits(plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random")))
+    base = _splits(plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
+                                overrides={"dev_size": "0"})))
     sp = _splits(plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
                               overrides={"dev_size": "10"})))
     e, e0 = sp.per_entity["peter_parker"], base.per_entity["peter_parker"]
@@ -24,6 +25,13 @@ def test_dev_split_comes_from_training_items_and_is_held_out_of_training():
     # the other entities' dev questions are their TRAINING forget items, their cross_RA ones held out
     assert len(sp.cross_dev) == 10 and _ids(sp.cross_dev).isdisjoint(_ids(sp.cross_eval))
     assert {it.entity for it in sp.cross_eval} == {"black_panther", "doctor_strange", "bill_gates"}
+
+
+def test_the_cpu_preset_carves_a_dev_split_and_selects_on_it():
+    p = plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random"))
+    assert p.cfg.dev_size == 20 and p.cfg.select == "dev"
+    sp = _splits(p)
+    assert len(sp.per_entity["peter_parker"]["train"]["forget"]) == 80
 
 
 def test_dev_score_is_the_stated_criterion():
