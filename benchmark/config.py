@@ -79,6 +79,11 @@ class MethodConfig:
     """Random directions for the sliced Wasserstein distance (paper eq. 6)."""
     swd_p: float = 2.0
     """Order p of SW_p."""
+    swd_form: str = "authors"
+    """``authors`` (the Opt-Out code, ``model.py`` ``sliced_wasserstein_distance``: |sorted diff|^p summed over
+    rows, averaged over directions, no root, directions redrawn every step) or ``normalized`` (mean over rows
+    and directions, then the 1/p root; directions drawn once per run, as before this field existed). See
+    ``regularizers/swd.py``."""
 
     # --- scale-out (GPUs; README "Scaling out") ---
     mixed_precision: str = "no"
@@ -181,6 +186,8 @@ class MethodConfig:
                                  "after training, so a checkpoint cannot be put back")
         self.require_nonnegative("dev_size")
         self.require_positive("select_every")
+        if self.swd_form not in ("authors", "normalized"):
+            raise SnapBenchError(f"--set swd_form={self.swd_form}: expected authors or normalized")
         if self.lr_schedule not in ("linear", "constant"):
             raise SnapBenchError(f"--set lr_schedule={self.lr_schedule}: expected linear or constant")
         if self.mixed_precision not in MIXED_PRECISION:

@@ -141,9 +141,14 @@ _SCALE_DEFAULTS = {"mixed_precision": "no", "gradient_checkpointing": False, "lo
                    "lora_dropout": 0.0, "lora_targets": "all-linear"}
 
 
+# Fields whose value, before they existed, was the one given here: a config with that value
+# leaves them out, so runs stored before them keep their hashes (a missing swd_form = normalized).
+_LEGACY_VALUES = {"swd_form": "normalized"}
+
+
 def _hashed_config(cfg: MethodConfig) -> dict[str, Any]:
     out = cfg.to_dict()
-    for k, default in _SCALE_DEFAULTS.items():
+    for k, default in {**_SCALE_DEFAULTS, **_LEGACY_VALUES}.items():
         if out.get(k) == default:
             del out[k]
     # general_ratio matters only when D_g is trained on; it enters the hash exactly then, so runs with

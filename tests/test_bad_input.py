@@ -176,6 +176,7 @@ CASES = [
     ("set-twice", _run("--set", "lr=1", "--set", "lr=2"), "--set lr given twice"),
     ("set-eval-limit-negative", _run("--set", "eval_limit=-3"), "--set eval_limit=-3: must be >= 0"),
     ("set-schedule", _run("--set", "lr_schedule=cosine"), "--set lr_schedule=cosine: expected linear or constant"),
+    ("set-swd-form", _run("--set", "swd_form=bogus"), "--set swd_form=bogus: expected authors or normalized"),
     ("set-nlp-task", _run("--set", "eval_nlp=true", "--set", "nlp_tasks=hellaswag,squad"), "unknown task 'squad'"),
     ("max-steps-negative", _run("--max-steps", "-1"), "--set max_steps=-1: must be >= 0"),
     ("max-steps-not-int", _run("--max-steps", "abc"), "--max-steps: invalid int value: 'abc'"),
