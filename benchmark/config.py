@@ -177,6 +177,8 @@ class MethodConfig:
             raise SnapBenchError(f"--set retain_data={self.retain_data}: expected one of {', '.join(RETAIN_DATA)}")
         if self.retain_targets not in RETAIN_TARGETS:
             raise SnapBenchError(f"--set retain_targets={self.retain_targets}: expected one of {', '.join(RETAIN_TARGETS)}")
+        self.require_nonnegative("dev_size")
+        self.require_positive("select_every")
         if self.select not in SELECT:
             raise SnapBenchError(f"--set select={self.select}: expected one of {', '.join(SELECT)}")
         if self.select == "dev" and self.dev_size <= 0:
@@ -184,8 +186,6 @@ class MethodConfig:
         if self.select == "dev" and self.lora_r:
             raise SnapBenchError("--set select=dev does not work with LoRA (lora_r > 0): the adapters are merged "
                                  "after training, so a checkpoint cannot be put back")
-        self.require_nonnegative("dev_size")
-        self.require_positive("select_every")
         if self.swd_form not in ("authors", "normalized"):
             raise SnapBenchError(f"--set swd_form={self.swd_form}: expected authors or normalized")
         if self.lr_schedule not in ("linear", "constant"):

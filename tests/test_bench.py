@@ -69,7 +69,8 @@ def test_flop_formulas_by_hand():
     s = bench.ModelShape(body_params=100, all_params=150, hidden=4, vocab=10, layers=2, attn_width=4)
     # two rows of 3 and 2 tokens, 3 labelled positions: body 6·100·5, head 6·4·10·3, attention 12·2·4·(6+3)
     assert bench.train_step_flops(s, [3, 2], 3) == 3000 + 720 + 864
-    assert bench.train_step_flops(s, [3, 2], 3, swd_projections=10) == 3000 + 720 + 864 + 4 * 150 * 10
+    assert bench.train_step_flops(s, [3, 2], 3, swd_projections=10) == 3000 + 720 + 864 + 6 * 150 * 10
+    assert bench.train_step_flops(s, [3, 2], 3, swd_projections=10, swd_form="normalized") == 3000 + 720 + 864 + 4 * 150 * 10
     # prompt 3, 2 generated: 4 tokens fed, head twice, attention over 10 causal pairs
     assert bench.generation_flops(s, 3, 2) == 2 * 100 * 4 + 2 * 4 * 10 * 2 + 4 * 2 * 4 * 10
 
