@@ -181,11 +181,6 @@ class MethodConfig:
         self.require_positive("select_every")
         if self.select not in SELECT:
             raise SnapBenchError(f"--set select={self.select}: expected one of {', '.join(SELECT)}")
-        if self.select == "dev" and self.dev_size <= 0:
-            raise SnapBenchError("--set select=dev needs a dev split: also give --set dev_size=N (N > 0)")
-        if self.select == "dev" and self.lora_r:
-            raise SnapBenchError("--set select=dev does not work with LoRA (lora_r > 0): the adapters are merged "
-                                 "after training, so a checkpoint cannot be put back")
         if self.swd_form not in ("authors", "normalized"):
             raise SnapBenchError(f"--set swd_form={self.swd_form}: expected authors or normalized")
         if self.lr_schedule not in ("linear", "constant"):

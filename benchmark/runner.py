@@ -110,9 +110,7 @@ def plan(spec: RunSpec) -> Plan:
     from snap_bench.scaling import check_scaling
 
     procs = check_scaling(cfg)
-    if cfg.select == "dev" and procs.count > 1:
-        raise SnapBenchError("--set select=dev runs in one process only (each process would score and restore "
-                             "checkpoints on its own); drop accelerate launch or use select=last")
+    _check_select(cfg, procs.count, "select" in overrides)
     if spec.save_dir is not None:
         from snap_bench.saving import check_save_dir
 
@@ -133,6 +131,27 @@ def plan(spec: RunSpec) -> Plan:
     if procs.count > 1:  # the shard means and the reduction order change the numbers a little
         record["processes"] = {"count": procs.count, "type": procs.distributed_type}
     return Plan(spec, method_cls, cfg, regularizer, packs, general, record, config_hash(record))
+
+
+def _check_select(cfg: MethodConfig, processes: int, explicit: bool) -> None:
+    """Dev checkpoint selection needs a dev split, and it keeps a copy of the weights and puts it back after
+    training, which needs one process and no LoRA (adapters are merged after training). Asked for explicitly
+    without them, it is an error; when it comes from the preset, the run falls back to the last checkpoint and
+    its stored config says so."""
+    if cfg.select != "dev":
+        return
+    if cfg.dev_size <= 0:
+        if explicit:
+            raise SnapBenchError("--set select=dev needs a dev split: also give --set dev_size=N (N > 0)")
+        cfg.select = "last"
+        return
+    why = ("LoRA (lora_r > 0) merges its adapters after training" if cfg.lora_r else
+           f"{processes} processes would each restore their own copy" if processes > 1 else None)
+    if why is None:
+        return
+    if explicit:
+        raise SnapBenchError(f"--set select=dev cannot put a checkpoint back here: {why}; use --set select=last")
+    cfg.select = "last"
 
 
 # Fields added for scale-out enter the record (and the config hash) only when set, so the hashes

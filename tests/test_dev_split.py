@@ -55,3 +55,15 @@ def test_select_dev_scores_checkpoints_and_stores_the_choice(cli, tmp_path):
     best = max(sel["history"], key=lambda h: h["score"])
     assert sel["selected_step"] == best["step"] and "dev split" in sel["criterion"]
     assert Store(tmp_path / "res").analyses(res.json["run_id"])["dev"]["selection"][0]["selected_step"] == best["step"]
+
+
+def test_preset_dev_selection_falls_back_to_last_under_lora_and_an_explicit_request_is_refused():
+    import pytest
+
+    from snap_bench.errors import SnapBenchError
+
+    p = plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random", overrides={"lora_r": "4"}))
+    assert p.cfg.select == "last" and p.record["config"]["select"] == "last"
+    with pytest.raises(SnapBenchError, match="select=dev cannot put a checkpoint back here: LoRA"):
+        plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
+                     overrides={"lora_r": "4", "select": "dev"}))
