@@ -96,8 +96,9 @@ class MethodConfig:
     or a CPU with AMX-BF16 or AVX512-BF16) and fp32 elsewhere. It is resolved once, when the run is planned:
     the stored config holds the precision USED (``fp32``, ``bf16``, or ``fp16`` via ``mixed_precision``), the
     environment (``versions``) also the one requested, and the run output and reports show it. fp32 runs keep
-    the config hashes they had before this field existed. Evaluation generates in fp32 whatever the precision,
-    so a bf16 run differs from an fp32 one only through its trained weights. This is the knob to use;
+    the config hashes they had before this field existed. Evaluation generates without autocast whatever the
+    precision (in fp32, except under DeepSpeed or LoRA loading, whose weights are bf16 already), so a bf16 run
+    differs from an fp32 one only through its trained weights, and the untrained-answer cache stays valid. This is the knob to use;
     ``mixed_precision`` is what it resolves to."""
     mixed_precision: str = "no"
     """accelerate's name for the same thing, kept for old commands and configs: ``no`` (fp32), ``bf16`` or
