@@ -3,16 +3,18 @@
 Every figure is measured in one process, next to the reference it is compared with, so that a
 busy CPU slows both sides alike and the ratios stay meaningful:
 
-- **matmul peak**: fp32 GFLOP/s of a square ``torch.mm`` (best of a few), the yardstick;
+- **matmul peaks**: fp32 and bf16 GFLOP/s of a square ``torch.mm`` (best of a few), the yardsticks;
+  every fraction is judged against the peak of the precision in use (the run config's resolved
+  ``precision``: training in bf16 against the bf16 peak; evaluation generates in fp32 always);
 - **model load**: seconds to load the model from its cached safetensors;
 - **training step** at the default config (SNAP + SWD, ``cpu`` preset): real tokens/s and the
-  achieved FLOP/s as a fraction of the matmul peak (FLOPs counted by :func:`train_step_flops`);
+  achieved FLOP/s as a fraction of the matmul peak of its precision (FLOPs counted by :func:`train_step_flops`);
 - **regularizer overhead**: the penalty's forward + backward for ``swd``, ``l2`` and ``fisher``
   on the model as it is after those steps, over a step without regularizer;
 - **generation**: generated tokens/s of the suite's batched generator against one-at-a-time HF
   ``generate`` on the same prompts, whose greedy outputs must be identical;
-- **end-to-end**: the default run's wall time against its floor, (training FLOPs + evaluation
-  FLOPs) / matmul peak, from a run measured now (``--e2e``) or read from a results store;
+- **end-to-end**: the default run's wall time against its floor, training FLOPs / the peak of its
+  precision + evaluation FLOPs / the fp32 peak, from a run measured now (``--e2e``) or read from a results store;
 - **peak memory**: the peak RSS of this process (or of the ``--e2e`` child run).
 
 FLOP counts are the useful arithmetic only (no padding, causal attention only over the pairs a
@@ -61,7 +63,7 @@ class BenchConfig:
     max_new_tokens: int | None = None
     """Generation budget; None uses the run config's ``max_new_tokens`` (64 on the cpu preset)."""
     matmul_size: int = 2048
-    """Side of the square fp32 matmul that sets the peak."""
+    """Side of the square matmuls (fp32 and bf16) that set the peaks."""
     threads: int | None = None
     """torch intra-op threads; None keeps torch's default (one per physical core)."""
     e2e: bool = False
@@ -214,12 +216,16 @@ def run_train_flops(shape: ModelShape, batches, swd_projections: int, swd_form: 
 # --- measurements -------------------------------------------------------------------------------
 
 
-def matmul_gflops(n: int, repeats: int = 5) -> float:
-    """Best-of-``repeats`` fp32 GFLOP/s of an n×n by n×n matmul."""
+PEAK_PRECISIONS = ("fp32", "bf16")
+
+
+def matmul_gflops(n: int, repeats: int = 5, precision: str = "fp32") -> float:
+    """Best-of-``repeats`` GFLOP/s of an n×n by n×n matmul in ``precision`` (fp32 or bf16 operands)."""
     import torch
 
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    a, b = torch.randn(n, n, generator=g).to(dtype), torch.randn(n, n, generator=g).to(dtype)
     a @ b  # warm-up
     best = math.inf
     for _ in range(repeats):
@@ -227,6 +233,14 @@ def matmul_gflops(n: int, repeats: int = 5) -> float:
         a @ b
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
+
+
+def peak_for(precision: str, peaks: dict[str, list[float]]) -> tuple[float, str]:
+    """The peak a computation in ``precision`` is judged against, and the name of that peak: the best
+    measurement of the matmul in the same precision (fp16, never measured here, and anything else
+    falls back to fp32). The best, because a measurement under load understates the machine."""
+    name = precision if precision in peaks and peaks[precision] else "fp32"
+    return max(peaks[name]), name
 
 
 def peak_rss_gb(who: int | None = None) -> float:
@@ -432,6 +446,9 @@ def _plan_of(run: dict[str, Any], default):
         raise SnapBenchError(f"bench: run {run['run_id']} is not a single-entity {default.spec.method} run on "
                              f"{default.packs[0].slug}")
     cfg = default.method_cls.config_cls(**rec["config"])
+    from snap_bench.config import stored_precision
+
+    cfg.precision = stored_precision(rec["config"])  # a run from before the field: fp32, not auto
     spec = dataclasses.replace(default.spec, seed=rec["seed"])
     return dataclasses.replace(default, spec=spec, cfg=cfg, regularizer=rec["regularizer"])
 
@@ -459,8 +476,9 @@ def _measure_default_run(cfg: BenchConfig) -> tuple[str, dict[str, Any], list, f
     return "measured now (--e2e, child process)", run, gens, wall, peak_rss_gb(resource.RUSAGE_CHILDREN)
 
 
-def end_to_end(cfg: BenchConfig, p, tok, shape: ModelShape, peak_gflops: float, found=None) -> dict[str, Any]:
-    """The e2e figures from a run timed now (``cfg.e2e``) or from ``found``, a stored run (see ``_stored_run``)."""
+def end_to_end(cfg: BenchConfig, p, tok, shape: ModelShape, peaks: dict[str, list[float]], found=None) -> dict[str, Any]:
+    """The e2e figures from a run timed now (``cfg.e2e``) or from ``found``, a stored run (see ``_stored_run``).
+    The floor: training FLOPs at the peak of the run's precision, evaluation FLOPs at the fp32 peak."""
     if cfg.e2e:
         source, run, gens, wall, rss = _measure_default_run(cfg)
     else:
@@ -475,9 +493,14 @@ def end_to_end(cfg: BenchConfig, p, tok, shape: ModelShape, peak_gflops: float, 
     n_proj = p.cfg.swd_projections if p.regularizer == "swd" else 0
     train_flops = run_train_flops(shape, batches, n_proj, p.cfg.swd_form)
     eval_flops, gen_tokens = _eval_flops(shape, tok, p, gens)
-    floor = (train_flops + eval_flops) / (peak_gflops * 1e9)
+    from snap_bench.config import stored_precision
+
+    precision = stored_precision((run.get("config") or {}).get("config") or {})
+    train_peak, train_peak_name = peak_for(precision, peaks)
+    floor = train_flops / (train_peak * 1e9) + eval_flops / (peak_for("fp32", peaks)[0] * 1e9)
     timings = run.get("timings") or {}
     return {"source": source, "run_id": run["run_id"], "wall_s": wall, "floor_s": floor, "ratio": wall / floor,
+            "precision": precision, "train_peak": train_peak_name,
             "train_tflop": train_flops / 1e12, "eval_tflop": eval_flops / 1e12, "train_steps": len(batches),
             "eval_questions": len(gens), "eval_generated_tokens": gen_tokens,
             "timings": {k: timings[k] for k in sorted(timings)}, "peak_rss_gb": rss}
@@ -499,8 +522,10 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     _quiet_transformers()  # imports transformers, so the load time below is the load alone
     p = default_plan(cfg)
     stored = None if cfg.e2e else _stored_run(cfg.results, p.config_hash, cfg.run_id)  # bad --run-id fails first
-    log(f"bench: matmul peak ({cfg.matmul_size}², fp32, {torch.get_num_threads()} threads)...")
-    peak = matmul_gflops(cfg.matmul_size)
+    used = p.cfg.precision  # resolved by plan(): fp32 or bf16 (auto follows scaling.fast_bf16)
+    log(f"bench: matmul peaks ({cfg.matmul_size}², fp32 and bf16, {torch.get_num_threads()} threads; "
+        f"training runs in {used})...")
+    peaks = {k: [matmul_gflops(cfg.matmul_size, precision=k)] for k in PEAK_PRECISIONS}
     t = time.perf_counter()
     lm = load_model(cfg.model)
     load_s = time.perf_counter() - t
@@ -518,7 +543,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     step_reg, _ = _median_step(model, tok, method, build_regularizer(p.regularizer, p.cfg, seed), data, p.cfg, seed,
                                cfg.warmup, cfg.steps)
     rss_train = peak_rss_gb()
-    peaks = [peak, matmul_gflops(cfg.matmul_size)]  # again right after the steps: contention drifts
+    for k in {"fp32", used} & set(PEAK_PRECISIONS):  # again right after the steps: contention drifts
+        peaks[k].append(matmul_gflops(cfg.matmul_size, precision=k))
     model = lm.model = None
     model, load_warm_s = _reload(cfg.model)
     step_none, _ = _median_step(model, tok, method, build_regularizer("none", p.cfg, seed), data, p.cfg, seed,
@@ -546,18 +572,21 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
     log(f"bench: generation, {cfg.gen_prompts} prompts × ≤{max_new} tokens, batched then one at a time...")
     gen = generation_bench(model, tok, eval_prompts(p, tok, cfg.gen_prompts), max_new, p.cfg.eval_batch_size)
     rss = peak_rss_gb()
-    peaks.append(matmul_gflops(cfg.matmul_size))
+    for k in {"fp32", used} & set(PEAK_PRECISIONS):
+        peaks[k].append(matmul_gflops(cfg.matmul_size, precision=k))
     # Judge against the best peak seen: a measurement taken under load understates what the CPU
     # can do, which would flatter the training fraction and shorten the e2e floor.
-    peak = max(peaks)
+    peak, peak_name = peak_for(used, peaks)
+    training["precision"], training["peak_precision"] = used, peak_name
     training["peak_fraction"] = flops / step_reg / 1e9 / peak
     training["none_peak_fraction"] = flops_none / step_none / 1e9 / peak
-    e2e = end_to_end(cfg, p, tok, shape, peak, stored)
+    e2e = end_to_end(cfg, p, tok, shape, peaks, stored)
     result = {
         "config": asdict(cfg),
         "machine": {"threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
                     "cpus": os.cpu_count(), "load_avg": list(os.getloadavg()), "torch": torch.__version__},
-        "matmul": {"size": cfg.matmul_size, "gflops": peak, "measured": peaks},
+        "matmul": {"size": cfg.matmul_size, "gflops": peak_for("fp32", peaks)[0], "measured": peaks["fp32"],
+                   "bf16_gflops": peak_for("bf16", peaks)[0], "bf16_measured": peaks["bf16"], "in_use": peak_name},
         "load_s": load_s, "load_warm_s": load_warm_s, "training": training, "regularizers": regs, "generation": gen, "e2e": e2e,
         "peak_rss_gb": rss,
     }
@@ -593,13 +622,17 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [
         Figure("matmul peak (fp32)", r["matmul"]["gflops"], "GFLOP/s",
                note=f"{r['matmul']['size']}² matmul, best of 5; best of the bench's " + "/".join(
-                   f"{g:.0f}" for g in r["matmul"]["measured"])),
+                   f"{g:.0f}" for g in r["matmul"]["measured"]) + _in_use(r, "fp32")),
+        Figure("matmul peak (bf16)", r["matmul"]["bf16_gflops"], "GFLOP/s",
+               note="best of the bench's " + "/".join(f"{g:.0f}" for g in r["matmul"]["bf16_measured"])
+                    + _in_use(r, "bf16")),
         Figure("model load", r["load_s"], "s", "<= 2", note=f"first in the process; again: {r['load_warm_s']:.2f}s"),
         Figure(f"train step ({tr['regularizer']})", tr["step_s"], "s", note=f"{tr['tokens_per_step']:.0f} tokens"),
         Figure("train tokens/s", tr["tokens_per_s"], "tok/s"),
         Figure("train achieved", tr["gflops"], "GFLOP/s"),
         Figure("train fraction of peak", tr["peak_fraction"], "", ">= 0.55",
-               note=f"without regularizer: {tr['none_peak_fraction']:.2f}"),
+               note=f"of the {tr['peak_precision']} peak (training in {tr['precision']}); "
+                    f"without regularizer: {tr['none_peak_fraction']:.2f}"),
         Figure("padding waste", tr["padding_waste"], "", note="padded tokens not counted as work"),
     ]
     for name, o in r["regularizers"].items():
@@ -612,7 +645,8 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
         Figure("generation speedup", gen["speedup"], "x", ">= 5"),
         Figure("generation identical to HF", gen["identical"], "", "== true", note=f"{gen['mismatches']} mismatches"),
         Figure("e2e wall time", e2e.get("wall_s"), "s", note=e2e["source"]),
-        Figure("e2e floor", e2e.get("floor_s"), "s", note="(train + eval FLOPs) / matmul peak"),
+        Figure("e2e floor", e2e.get("floor_s"), "s",
+               note=f"train FLOPs / {e2e.get('train_peak', 'its precision')}'s peak + eval FLOPs / fp32 peak"),
         Figure("e2e wall / floor", e2e.get("ratio"), "x", "<= 2"),
     ]
     if e2e.get("peak_rss_gb") is not None:
@@ -626,6 +660,10 @@ def figures(r: dict[str, Any]) -> list[dict[str, Any]]:
         f.status = _check(f.value, f.target)
         out.append(asdict(f))
     return out
+
+
+def _in_use(r: dict[str, Any], name: str) -> str:
+    return f"; in use (training in {r['training']['precision']})" if r["matmul"]["in_use"] == name else ""
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -166,6 +166,7 @@ def _print_run(result: dict[str, Any]) -> None:
         print("\n" + nlp_rows(result["nlp"]))
     t = result["timings"]
     print(f"\nrun {result['run_id']} · model {result['model']} · seed {result['seed']} · "
+          f"{result.get('precision', 'fp32')} · "
           f"{result['train']['steps']} steps · train {t.get('train', 0):.0f}s · total {t['total']:.0f}s · "
           f"stored in {result['results']}")
     if result.get("saved"):

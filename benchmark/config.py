@@ -22,6 +22,9 @@ SELECT = ("last", "dev")
 SELECT_CRITERION = "mean(UA, RA, TA, cross_RA) on the dev split; ties: the earlier step"
 RETAIN_TARGETS = ("pack", "self")
 MIXED_PRECISION = ("no", "bf16", "fp16")
+PRECISION = ("auto", "fp32", "bf16")
+# What mixed_precision (accelerate's name) each precision used means, and back.
+MIXED_OF_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 @dataclass
@@ -85,11 +88,25 @@ class MethodConfig:
     and directions, then the 1/p root; directions drawn once per run, as before this field existed). See
     ``regularizers/swd.py``."""
 
-    # --- scale-out (GPUs; README "Scaling out") ---
+    # --- precision and scale-out (GPUs; README "Scaling out") ---
+    precision: str = "auto"
+    """Training arithmetic: ``auto``, ``fp32`` or ``bf16``. ``bf16`` is autocast with fp32 master weights (the
+    optimiser and θ_init stay fp32; the regularizer's distances between weights are computed in fp32, outside
+    autocast). ``auto`` picks bf16 where the hardware runs it fast (``scaling.fast_bf16``: a CUDA GPU with bf16,
+    or a CPU with AMX-BF16 or AVX512-BF16) and fp32 elsewhere. It is resolved once, when the run is planned:
+    the stored config holds the precision USED (``fp32``, ``bf16``, or ``fp16`` via ``mixed_precision``), the
+    environment (``versions``) also the one requested, and the run output and reports show it. fp32 runs keep
+    the config hashes they had before this field existed. Evaluation generates without autocast whatever the
+    precision (in fp32, except under DeepSpeed or LoRA loading, whose weights are bf16 already), so a bf16 run
+    differs from an fp32 one only through its trained weights, and the untrained-answer cache stays valid. This is the knob to use;
+    ``mixed_precision`` is what it resolves to."""
     mixed_precision: str = "no"
-    """``no`` (fp32), ``bf16`` or ``fp16`` (CUDA only) autocast through accelerate; under DeepSpeed also the
-    engine's bf16/fp16 weights (fp32 masters in its optimizer). The paper's 7B runs use bf16. Overrides the
-    accelerate config's ``mixed_precision``. On a CPU bf16 is far slower than fp32."""
+    """accelerate's name for the same thing, kept for old commands and configs: ``no`` (fp32), ``bf16`` or
+    ``fp16`` (CUDA only) autocast through accelerate; under DeepSpeed also the engine's bf16/fp16 weights (fp32
+    masters in its optimizer). Overrides the accelerate config's ``mixed_precision``. Leave it at ``no`` and
+    set ``precision``: planning sets it from the resolved precision. Set, it must agree with ``precision``
+    (``auto`` takes it: ``mixed_precision=bf16`` is ``precision=bf16``); fp16 is reachable only here. The
+    paper's 7B runs use bf16."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (transformers' gradient checkpointing): much less activation
     memory for about a third more compute per step."""
@@ -187,6 +204,14 @@ class MethodConfig:
             raise SnapBenchError(f"--set lr_schedule={self.lr_schedule}: expected linear or constant")
         if self.mixed_precision not in MIXED_PRECISION:
             raise SnapBenchError(f"--set mixed_precision={self.mixed_precision}: expected one of {', '.join(MIXED_PRECISION)}")
+        if self.precision not in PRECISION and self.precision != "fp16":
+            raise SnapBenchError(f"--set precision={self.precision}: expected one of {', '.join(PRECISION)}")
+        if self.precision == "fp16" and self.mixed_precision != "fp16":
+            raise SnapBenchError("--set precision=fp16: expected one of auto, fp32, bf16 (fp16, CUDA only, is "
+                                 "--set mixed_precision=fp16)")
+        if self.mixed_precision != "no" and self.precision not in ("auto", self.mixed_precision):
+            raise SnapBenchError(f"--set precision={self.precision} and mixed_precision={self.mixed_precision} "
+                                 "contradict; give precision alone")
         self.require_nonnegative("lora_r")
         self.require_positive("lora_alpha")
         if not 0 <= self.lora_dropout < 1:
@@ -285,10 +310,18 @@ def build_config(cls: type[MethodConfig], preset: str = "cpu", overrides: dict[s
     return cfg
 
 
+def stored_precision(config: dict[str, Any]) -> str:
+    """The precision a stored run config used: its ``precision``, else (a run from before the field)
+    its ``mixed_precision`` (``no`` or missing: fp32)."""
+    if config.get("precision") not in (None, "auto"):
+        return str(config["precision"])
+    return {"no": "fp32"}.get(config.get("mixed_precision", "no"), config.get("mixed_precision", "no"))
+
+
 def config_hash(payload: dict[str, Any]) -> str:
     """A stable hash of everything that determines a run's results."""
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-__all__ = ["MethodConfig", "PRESETS", "build_config", "config_hash", "parse_overrides", "field"]
+__all__ = ["MethodConfig", "PRESETS", "build_config", "config_hash", "parse_overrides", "stored_precision", "field"]

@@ -40,20 +40,21 @@ def _runs_table(rows: list[dict[str, Any]], runs=()):
     done = {r.run_id: r for r in runs}
     metrics = list(ALL_METRICS) + list(COUNTS.values())
     t = Table("runs", "Every run in the store", ["run", "status", "method", "regularizer", "λ", "mode", "entities",
-                                                 "model", "seed", "steps", "reason"], [])
+                                                 "model", "seed", "precision", "steps", "reason"], [])
     t.csv_header = ["run_id", "status", "method", "regularizer", "mode", "entities", "model", "seed", "config_hash",
-                    "created_at", "finished_at", "seconds_total", "reason", "label", "lambda_reg", "steps",
+                    "precision", "created_at", "finished_at", "seconds_total", "reason", "label", "lambda_reg", "steps",
                     "reg_share"] + metrics
     for r in rows:
         ents = " ".join(r["entities"])
         run = done.get(r["run_id"])
         lam = run.lam if run else ((r.get("config") or {}).get("config") or {}).get("lambda_reg")
         steps = run.steps if run else None
+        prec = _precision(r.get("config"), r.get("versions"))
         t.rows.append([Cell(x) for x in (r["run_id"], r["status"], r["method"], r["regularizer"],
                                          "" if lam is None else f"{lam:g}", r["mode"], ents, r["model"], str(r["seed"]),
-                                         "" if steps is None else str(steps), (r["reason"] or "")[:120])])
+                                         prec, "" if steps is None else str(steps), (r["reason"] or "")[:120])])
         t.csv_rows.append([r["run_id"], r["status"], r["method"], r["regularizer"], r["mode"], ents, r["model"], r["seed"],
-                           r["config_hash"], _iso(r["created_at"]), _iso(r["finished_at"]),
+                           r["config_hash"], prec, _iso(r["created_at"]), _iso(r["finished_at"]),
                            (r.get("timings") or {}).get("total"), r["reason"] or "",
                            run.label if run else "", lam, steps, run.reg_share if run else None]
                           + [(_count(run, m) if m in COUNTS.values() else run.final_mean(m)) if run else None
@@ -71,11 +72,24 @@ def _iso(ts: float | None) -> str:
     return "" if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
+_PRECISION_KEYS = ("precision", "precision_requested", "fast_bf16")
+
+
+def _precision(record: dict[str, Any] | None, versions: dict[str, Any] | None) -> str:
+    """The precision a run used, from its stored config; ``bf16 (asked: auto)`` when it was resolved."""
+    from snap_bench.config import stored_precision
+
+    used = stored_precision((record or {}).get("config") or {})
+    asked = (versions or {}).get("precision_requested")
+    return f"{used} (asked: {asked})" if asked and asked != used else used
+
+
 def _environment(runs, rows: list[dict[str, Any]], results_dir: Path) -> dict[str, Any]:
     versions: dict[str, set[str]] = {}
     for r in runs:
         for k, v in r.versions.items():
-            versions.setdefault(k, set()).add(str(v))
+            if k not in _PRECISION_KEYS:  # shown as "precision" below, from the config
+                versions.setdefault(k, set()).add(str(v))
     env: dict[str, Any] = {
         "store": str(results_dir),
         "runs": f"{len(runs)} done, {len(rows) - len(runs)} not done (see runs.csv)",
@@ -83,6 +97,8 @@ def _environment(runs, rows: list[dict[str, Any]], results_dir: Path) -> dict[st
         "seeds": sorted({str(r.seed) for r in runs}) or ["—"],
         "presets": sorted({r.record.get("preset", "?") for r in runs}) or ["—"],
         "judges": sorted({r.record.get("judge", "?") for r in runs}) or ["—"],
+        # The precision each run used (a config without the field: fp32, as every run before it).
+        "precision": sorted({_precision(r.record, r.versions) for r in runs}) or ["—"],
         "run dates": (f"{_iso(min(r.created_at for r in runs))} … {_iso(max(r.finished_at or r.created_at for r in runs))}"
                       if runs else "—"),
         "hosts": sorted({str(h) for h in (x["host"] for x in rows) if h}) or ["—"],

@@ -68,6 +68,7 @@ class Plan:
     general: Pack
     record: dict[str, Any]  # what is stored as the run's config (and hashed)
     config_hash: str
+    precision: dict[str, Any] = field(default_factory=dict)  # used, requested, fast_bf16: stored with versions
 
 
 def _fingerprint(pack: Pack) -> str:
@@ -107,8 +108,10 @@ def plan(spec: RunSpec) -> Plan:
     from snap_bench.store import check_env
 
     JUDGES.get(spec.judge)
-    from snap_bench.scaling import check_scaling
+    from snap_bench.scaling import apply_precision, check_scaling
 
+    # ``auto`` is resolved once, here: the stored config (and its hash) holds the precision used.
+    precision = apply_precision(cfg)
     procs = check_scaling(cfg)
     _check_select(cfg, procs.count, "select" in overrides)
     if spec.save_dir is not None:
@@ -130,7 +133,7 @@ def plan(spec: RunSpec) -> Plan:
     }
     if procs.count > 1:  # the shard means and the reduction order change the numbers a little
         record["processes"] = {"count": procs.count, "type": procs.distributed_type}
-    return Plan(spec, method_cls, cfg, regularizer, packs, general, record, config_hash(record))
+    return Plan(spec, method_cls, cfg, regularizer, packs, general, record, config_hash(record), precision)
 
 
 def _check_select(cfg: MethodConfig, processes: int, explicit: bool) -> None:
@@ -162,7 +165,8 @@ _SCALE_DEFAULTS = {"mixed_precision": "no", "gradient_checkpointing": False, "lo
 
 # Fields whose value, before they existed, was the one given here: a config with that value
 # leaves them out, so runs stored before them keep their hashes (a missing swd_form = normalized).
-_LEGACY_VALUES = {"swd_form": "normalized"}
+# precision: every run before it was fp32 (a resolved fp32 hashes as before; mixed_precision=no goes too).
+_LEGACY_VALUES = {"swd_form": "normalized", "precision": "fp32"}
 
 
 def _hashed_config(cfg: MethodConfig) -> dict[str, Any]:
@@ -307,7 +311,7 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
     method = p.method_cls(cfg)
 
     fields = dict(method=spec.method, regularizer=p.regularizer, mode=spec.mode, entities=[pk.slug for pk in p.packs],
-                  model=spec.model, seed=spec.seed, config=p.record, versions=_versions())
+                  model=spec.model, seed=spec.seed, config=p.record, versions={**_versions(), **p.precision})
     if claim:
         status, run_id = store.claim_run(config_hash=p.config_hash, **fields)
         if status != "claimed":
@@ -416,6 +420,7 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
         "mode": spec.mode,
         "entities": [pk.slug for pk in p.packs],
         "config_hash": p.config_hash,
+        "precision": cfg.precision,
         "metrics": final,
         "steps": steps_out if spec.mode == "sequential" else None,
         "train": train_info,

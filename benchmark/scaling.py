@@ -72,6 +72,88 @@ def check_scaling(cfg) -> ProcessInfo:
     return process_info()
 
 
+# --- precision ---------------------------------------------------------------------------------
+
+FAST_BF16_ENV = "SNAP_BENCH_FAST_BF16"
+
+
+def training_device_type() -> str:
+    """Where training will run: ``cuda`` when accelerate will pick a GPU, else ``cpu``."""
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return "cuda" if torch.cuda.is_available() and not use_cpu else "cpu"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def fast_bf16(device_type: str | None = None) -> bool:
+    """Whether bf16 arithmetic is fast on the training device (what ``precision=auto`` follows).
+
+    CUDA: ``torch.cuda.is_bf16_supported()``. CPU: bf16 instructions in the cores, AMX-BF16 (AMX tiles)
+    or AVX512-BF16, from torch (``torch.cpu._is_amx_tile_supported`` / ``_is_avx512_bf16_supported``)
+    or else the ``amx_bf16`` / ``avx512_bf16`` flags of ``/proc/cpuinfo``; a CPU without them (e.g.
+    AVX2, or AVX-512 without BF16) emulates bf16 and is slower in it than in fp32. The environment
+    variable ``SNAP_BENCH_FAST_BF16=1|0`` overrides the answer (tests; a machine torch misjudges).
+    """
+    forced = os.environ.get(FAST_BF16_ENV, "").strip().lower()
+    if forced in ("1", "true", "yes"):
+        return True
+    if forced in ("0", "false", "no"):
+        return False
+    device_type = device_type or training_device_type()
+    if device_type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device_type != "cpu":
+        return False
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        fn = getattr(torch.cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # noqa: BLE001 - a probe that fails says nothing
+            pass
+    return bool(_cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
+def resolve_precision(cfg, fast: bool | None = None) -> str:
+    """The precision a run uses: ``fp32``, ``bf16`` or ``fp16``, from ``precision`` and ``mixed_precision``.
+
+    ``mixed_precision`` (accelerate's name), when set, is taken as it is (config validation has checked
+    that ``precision`` agrees with it); else ``auto`` is bf16 exactly when :func:`fast_bf16` says so.
+    """
+    from snap_bench.config import MIXED_OF_PRECISION
+
+    if cfg.mixed_precision != "no":
+        return {v: k for k, v in MIXED_OF_PRECISION.items()}[cfg.mixed_precision]
+    if cfg.precision == "auto":
+        return "bf16" if (fast_bf16() if fast is None else fast) else "fp32"
+    return cfg.precision
+
+
+def apply_precision(cfg, fast: bool | None = None) -> dict[str, Any]:
+    """Resolve the precision in place (``cfg.precision`` becomes the one used and ``cfg.mixed_precision``
+    accelerate's name for it); returns what the run's environment records about it."""
+    from snap_bench.config import MIXED_OF_PRECISION
+
+    requested = cfg.precision
+    if fast is None and requested == "auto" and cfg.mixed_precision == "no":
+        fast = fast_bf16()
+    used = resolve_precision(cfg, fast)
+    cfg.precision, cfg.mixed_precision = used, MIXED_OF_PRECISION[used]
+    env = {"precision": used, "precision_requested": requested}
+    if fast is not None:
+        env["fast_bf16"] = bool(fast)
+    return env
+
+
 def load_dtype(cfg, info: ProcessInfo) -> str:
     """The dtype to load the weights in: fp32, unless no fp32 copy of them is trained in the model.
 

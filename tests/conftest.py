@@ -12,6 +12,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from packmaker import make_pack  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# precision=auto follows the hardware (scaling.fast_bf16); the suite pins the answer to "no fast bf16"
+# so that its runs are fp32, and the same, on every machine (subprocesses inherit it too).
+os.environ.setdefault("SNAP_BENCH_FAST_BF16", "0")
 
 
 class CliResult:

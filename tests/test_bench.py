@@ -60,7 +60,8 @@ def test_step_batches_are_the_trainers_batches(tiny, monkeypatch):
                             progress=False)
     finally:
         tiny.model.load_state_dict(snapshot)
-    drawn = [seen[i] + seen[i + 1] for i in range(0, len(seen), 2)]  # one collate per stream per step
+    n = len(encoded)  # one collate per stream per step (forget, general, retain under the cpu preset)
+    drawn = [sum(seen[i:i + n], []) for i in range(0, len(seen), n)]
     assert bench.step_batches(encoded, cfg, 0, 3) == drawn
     assert sum(bench.step_stats(ex)["tokens"] for ex in drawn) == res.tokens
 
@@ -114,7 +115,36 @@ def test_e2e_figures_from_a_stored_run(cli, tmp_path):
     assert r.code == 0, r.err
     e2e = r.json["e2e"]
     assert e2e["run_id"] == run_id and e2e["source"].startswith(f"stored run {run_id}")
-    assert e2e["train_steps"] == 2 and e2e["eval_questions"] == 8  # --eval-limit 2 on 4 sets
+    assert e2e["train_steps"] == 2 and e2e["eval_questions"] == 10  # --eval-limit 2 on 5 sets (with cross)
     assert e2e["wall_s"] > 0 and 0 < e2e["floor_s"] < e2e["wall_s"] and e2e["ratio"] == e2e["wall_s"] / e2e["floor_s"]
     assert cli("bench", "--e2e", "--run-id", run_id).code == 2
     assert cli("bench", "--model", "tiny-random", "--results", store, "--run-id", "nope").code == 2
+
+
+def test_bf16_matmul_peak_is_measured():
+    assert bench.matmul_gflops(64, repeats=2, precision="bf16") > 0
+
+
+def test_peak_for_judges_against_the_precision_in_use():
+    peaks = {"fp32": [100.0, 120.0], "bf16": [300.0, 250.0]}
+    assert bench.peak_for("fp32", peaks) == (120.0, "fp32")
+    assert bench.peak_for("bf16", peaks) == (300.0, "bf16")
+    assert bench.peak_for("fp16", peaks) == (120.0, "fp32")  # never measured: the fp32 peak
+    assert bench.peak_for("bf16", {"fp32": [100.0], "bf16": []}) == (100.0, "fp32")
+
+
+def test_figures_say_which_peak(monkeypatch):
+    r = {"matmul": {"size": 8, "gflops": 100.0, "measured": [100.0], "bf16_gflops": 300.0, "bf16_measured": [300.0],
+                    "in_use": "bf16"},
+         "load_s": 1.0, "load_warm_s": 0.5,
+         "training": {"regularizer": "swd", "step_s": 1.0, "tokens_per_step": 10.0, "tokens_per_s": 10.0, "gflops": 150.0,
+                      "peak_fraction": 0.5, "none_peak_fraction": 0.6, "padding_waste": 0.1, "peak_rss_gb": 1.0,
+                      "precision": "bf16", "peak_precision": "bf16"},
+         "regularizers": {}, "peak_rss_gb": 1.0,
+         "generation": {"batched_tokens_per_s": 1.0, "generated_tokens": 3, "hf_tokens_per_s": 1.0, "speedup": 1.0,
+                        "identical": True, "mismatches": 0},
+         "e2e": {"source": "none"}}
+    by = {f["name"]: f for f in bench.figures(r)}
+    assert by["matmul peak (bf16)"]["value"] == 300.0 and "in use" in by["matmul peak (bf16)"]["note"]
+    assert "in use" not in by["matmul peak (fp32)"]["note"]
+    assert "of the bf16 peak (training in bf16)" in by["train fraction of peak"]["note"]
