@@ -36,8 +36,16 @@ MAIN_LOSSES = [
 
 
 def _spec(**overrides):
+    # The cpu preset pins fp32 for now (config.PRESETS); these tests exercise the field's own default, auto.
+    auto = {} if {"precision", "mixed_precision"} & set(overrides) else {"precision": "auto"}
     return RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
-                   overrides={"max_steps": "2", "eval_limit": "4", **overrides})
+                   overrides={"max_steps": "2", "eval_limit": "4", **auto, **overrides})
+
+
+def test_the_cpu_preset_pins_fp32_until_bf16_is_measured(monkeypatch):
+    monkeypatch.setattr(scaling, "fast_bf16", lambda *a, **k: True)
+    p = plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random"))
+    assert p.cfg.precision == "fp32" and p.cfg.mixed_precision == "no"
 
 
 @pytest.mark.parametrize("fast,used", [(True, "bf16"), (False, "fp32")])
