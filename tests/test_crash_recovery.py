@@ -23,8 +23,11 @@ from pathlib import Path
 import pytest
 
 from packmaker import make_pack
+from snap_bench.evaluate import EXTRA_METRICS, METRICS
 
 SNAP_BENCH = [sys.executable, "-m", "snap_bench"]
+
+N_METRICS = len(METRICS) + len(EXTRA_METRICS)  # UA..Avg, cross_RA..degenerate
 
 
 def _suite(tmp_path: Path, body: str) -> Path:
@@ -196,7 +199,7 @@ def test_two_sweeps_on_one_store_record_every_run_exactly_once(tmp_path, packs):
     ids = {r["run_id"] for s in summaries for r in s["runs"]}
     assert len(ids) == 6  # both sweeps report the same six stored runs
     for (run_id,) in _rows(db, "SELECT run_id FROM runs"):
-        assert _rows(db, "SELECT COUNT(*) FROM metrics WHERE run_id=?", (run_id,))[0][0] == 5  # UA..Avg
+        assert _rows(db, "SELECT COUNT(*) FROM metrics WHERE run_id=?", (run_id,))[0][0] == N_METRICS
 
 
 def test_a_waiting_sweep_takes_over_the_claim_of_a_killed_one(tmp_path, packs):
