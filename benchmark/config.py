@@ -19,7 +19,15 @@ from snap_bench.errors import SnapBenchError
 
 RETAIN_DATA = ("hard", "general", "hard+general", "none")
 SELECT = ("last", "dev")
-SELECT_CRITERION = "mean(UA, RA, TA, cross_RA) on the dev split; ties: the earlier step"
+# How select=dev scores a checkpoint (and how settings are compared) on the dev split. ``balanced`` weighs
+# forgetting and keeping equally, so a model that unlearns nothing (UA 0, everything kept) scores 50, never
+# more than one that forgets. ``mean4``, the plain mean of the four, was the first criterion: it ranks an
+# untrained model (UA 0, RA/TA/cross_RA 100: 75) above every unlearned one, so it is kept only to describe
+# runs made with it.
+SELECT_CRITERIA = {
+    "balanced": "mean(UA, mean(RA, TA, cross_RA)) on the dev split, averaged over entities; ties: the earlier step",
+    "mean4": "mean(UA, RA, TA, cross_RA) on the dev split, averaged over entities; ties: the earlier step",
+}
 RETAIN_TARGETS = ("pack", "self")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 PRECISION = ("auto", "fp32", "bf16")
@@ -144,8 +152,11 @@ class MethodConfig:
     chosen on it, never on the held-out evaluation sets. Its metrics are stored under ``"dev"``. 0: no dev split."""
     select: str = "last"
     """Checkpoint: ``last`` (the model after the last step) or ``dev`` (the checkpoint with the best dev score,
-    evaluated every ``select_every`` steps and at the last step; needs ``dev_size`` > 0). The dev score is
-    the mean of UA, RA, TA and cross_RA on the dev split (``SELECT_CRITERION``), stored with the run."""
+    evaluated every ``select_every`` steps and at the last step; needs ``dev_size`` > 0), scored by
+    ``select_criterion``; the choice and every checkpoint's dev metrics are stored with the run."""
+    select_criterion: str = "balanced"
+    """The dev score (``SELECT_CRITERIA``): ``balanced`` = mean(UA, mean(RA, TA, cross_RA)), forgetting and keeping
+    weighed equally; ``mean4`` = mean(UA, RA, TA, cross_RA), which prefers an untrained model (kept for old runs)."""
     select_every: int = 10
     """Steps between dev evaluations when ``select=dev``."""
     system_prompt: str | None = None
@@ -196,6 +207,9 @@ class MethodConfig:
             raise SnapBenchError(f"--set retain_targets={self.retain_targets}: expected one of {', '.join(RETAIN_TARGETS)}")
         self.require_nonnegative("dev_size")
         self.require_positive("select_every")
+        if self.select_criterion not in SELECT_CRITERIA:
+            raise SnapBenchError(f"--set select_criterion={self.select_criterion}: expected one of "
+                                 f"{', '.join(SELECT_CRITERIA)}")
         if self.select not in SELECT:
             raise SnapBenchError(f"--set select={self.select}: expected one of {', '.join(SELECT)}")
         if self.swd_form not in ("authors", "normalized"):

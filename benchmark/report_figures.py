@@ -259,6 +259,8 @@ def fig_lambda(runs: list[Run], out: Path, write) -> list[str]:
         twin.plot(lams, [float("nan") if y is None else y for y in shares], color="#555", linestyle="--", marker="s",
                   markersize=4)
         twin.set_ylabel("reg share (λ·penalty / total loss)", color="#555", fontsize=8)
+        # A share is a fraction of the loss: its axis starts at 0, so 0.1328 vs 0.1330 does not look like a swing.
+        twin.set_ylim(0, max([0.05] + [y * 1.1 for y in shares if y is not None]))
         twin.tick_params(labelsize=7, colors="#555")
         ax.plot([], [], color="#555", linestyle="--", marker="s", markersize=4, label="reg share (right axis)")
         positive = [x for x in lams if x > 0]

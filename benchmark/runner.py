@@ -166,7 +166,7 @@ _SCALE_DEFAULTS = {"mixed_precision": "no", "gradient_checkpointing": False, "lo
 # Fields whose value, before they existed, was the one given here: a config with that value
 # leaves them out, so runs stored before them keep their hashes (a missing swd_form = normalized).
 # precision: every run before it was fp32 (a resolved fp32 hashes as before; mixed_precision=no goes too).
-_LEGACY_VALUES = {"swd_form": "normalized", "precision": "fp32"}
+_LEGACY_VALUES = {"swd_form": "normalized", "precision": "fp32", "select_criterion": "mean4"}
 
 
 def _hashed_config(cfg: MethodConfig) -> dict[str, Any]:
@@ -509,13 +509,18 @@ def _dev_metrics(p: Plan, model, tok, judge, sp: Splits, packs: list[Pack], syst
     return metrics
 
 
-def dev_score(metrics: dict[str, dict[str, float]]) -> float:
-    """The checkpoint criterion (config.SELECT_CRITERION): mean over entities of mean(UA, RA, TA, cross_RA)."""
+def dev_score(metrics: dict[str, dict[str, float]], criterion: str = "balanced") -> float:
+    """The dev score of ``criterion`` (config.SELECT_CRITERIA), averaged over entities; a missing metric is left out."""
+
+    def mean(vals):
+        vals = [v for v in vals if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
     per = []
     for m in metrics.values():
-        vals = [m.get(k) for k in ("UA", "RA", "TA", "cross_RA")]
-        vals = [v for v in vals if v is not None]
-        per.append(sum(vals) / len(vals) if vals else 0.0)
+        keep = [m.get(k) for k in ("RA", "TA", "cross_RA")]
+        score = mean([m.get("UA"), mean(keep)]) if criterion == "balanced" else mean([m.get("UA"), *keep])
+        per.append(score or 0.0)
     return sum(per) / len(per) if per else 0.0
 
 
@@ -539,7 +544,7 @@ class _DevSelector:
         metrics = _dev_metrics(self.p, self.model, self.tok, self.judge, self.sp, self.phase, self.p.cfg.system_prompt)
         if was_training:
             self.model.train()
-        score = dev_score(metrics)
+        score = dev_score(metrics, self.p.cfg.select_criterion)
         self.history.append({"step": step, "score": score, "metrics": metrics})
         if self.best is None or score > self.best[0]:
             self.best = (score, step)
@@ -552,9 +557,9 @@ class _DevSelector:
         if self.best_state is not None and self.best is not None and self.best[1] != final_step:
             self.model.load_state_dict(self.best_state)
         self.best_state = None
-        from snap_bench.config import SELECT_CRITERION
+        from snap_bench.config import SELECT_CRITERIA
 
-        return {"phase": self.k, "criterion": SELECT_CRITERION, "selected_step": self.best[1] if self.best else None,
+        return {"phase": self.k, "criterion": SELECT_CRITERIA[self.p.cfg.select_criterion], "selected_step": self.best[1] if self.best else None,
                 "score": self.best[0] if self.best else None, "history": self.history}
 
 

@@ -168,6 +168,8 @@ CASES = [
     ("set-bool-maybe", _run("--set", "probes=maybe"), "--set probes=maybe: expected bool"),
     ("set-retain-data", _run("--set", "retain_data=everything"), "--set retain_data=everything: expected one of hard"),
     ("set-select-bogus", _run("--set", "select=bogus"), "--set select=bogus: expected one of last, dev"),
+    ("set-select-criterion-bogus", _run("--set", "select_criterion=best"),
+     "--set select_criterion=best: expected one of balanced, mean4"),
     ("set-select-dev-no-dev-split", _run("--set", "select=dev", "--set", "dev_size=0"), "needs a dev split"),
     ("set-dev-size-negative", _run("--set", "dev_size=-1"), "--set dev_size=-1: must be >= 0"),
     ("set-select-every-zero", _run("--set", "select_every=0"), "--set select_every=0: must be a positive number"),

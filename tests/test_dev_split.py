@@ -37,7 +37,15 @@ def test_the_cpu_preset_carves_a_dev_split_and_selects_on_it():
 def test_dev_score_is_the_stated_criterion():
     m = {"a": {"UA": 80.0, "RA": 60.0, "TA": 100.0, "cross_RA": 40.0}, "b": {"UA": 0.0, "RA": 100.0, "TA": 100.0,
                                                                            "cross_RA": None}}
-    assert dev_score(m) == (70.0 + 200 / 3) / 2
+    assert dev_score(m, "mean4") == (70.0 + 200 / 3) / 2
+    assert dev_score(m) == ((80.0 + 200 / 3) / 2 + (0.0 + 100.0) / 2) / 2
+
+
+def test_the_balanced_criterion_never_prefers_a_model_that_forgets_nothing():
+    untrained = {"e": {"UA": 0.0, "RA": 100.0, "TA": 100.0, "cross_RA": 100.0}}
+    unlearned = {"e": {"UA": 85.0, "RA": 50.0, "TA": 100.0, "cross_RA": 40.0}}  # the default's dev metrics
+    assert dev_score(untrained) == 50.0 < dev_score(unlearned)
+    assert dev_score(untrained, "mean4") > dev_score(unlearned, "mean4")  # why mean4 is no longer the default
 
 
 def test_select_dev_scores_checkpoints_and_stores_the_choice(cli, tmp_path):
