@@ -179,6 +179,10 @@ def _hashed_config(cfg: MethodConfig) -> dict[str, Any]:
     # two) get new ones and a sweep does not mistake an old run for the new recipe.
     if out.get("retain_data") not in ("general", "hard+general"):
         out.pop("general_ratio", None)
+    # Likewise the selection criterion acts only under select=dev: a select=last run keeps one hash
+    # whatever the criterion's default is.
+    if out.get("select") != "dev":
+        out.pop("select_criterion", None)
     return out
 
 
