@@ -257,8 +257,14 @@ def test_authors_penalty_equals_the_per_tensor_formula():
             old = _per_tensor(m, init, state, 50, p)
             old.backward()
             assert abs(new.item() - old.item()) <= 1e-5 * abs(old.item()), (dtype, p)
+            # float64 is the exactness check. In float32 the batched and per-tensor forms sum the
+            # same terms in different orders; an element that is a small difference of large terms
+            # then carries an error of a few ulps of the tensor's largest gradient (up to 2.8e-6 of it
+            # measured on one host, 1e-7 failed on another), so fp32 is judged against that scale.
+            scale = 1e-5 if dtype == torch.float32 else 1e-12
             for n, g in _grads(m).items():
-                assert torch.allclose(new_grads[n], g, rtol=1e-4, atol=1e-7 * g.abs().max().item()), (dtype, p, n)
+                assert torch.allclose(new_grads[n], g, rtol=1e-4 if dtype == torch.float32 else 1e-9,
+                                      atol=scale * g.abs().max().item()), (dtype, p, n)
             assert m.frozen.grad is None
 
 
