@@ -17,7 +17,7 @@ def test_bench_smoke_prints_every_figure(cli, tmp_path):
     names = [f["name"] for f in out["figures"]]
     for want in ("matmul peak (fp32)", "model load", "train tokens/s", "train fraction of peak", "swd overhead / step",
                  "l2 overhead / step", "fisher overhead / step", "generation speedup", "generation identical to HF",
-                 "e2e wall / floor", "peak RSS (training steps)"):
+                 "generation speedup vs HF batched", "generation identical to HF batched", "e2e wall / floor", "peak RSS (training steps)"):
         assert want in names
     by = {f["name"]: f for f in out["figures"]}
     for name in ("matmul peak (fp32)", "train tokens/s", "train fraction of peak", "swd overhead / step",
@@ -26,6 +26,8 @@ def test_bench_smoke_prints_every_figure(cli, tmp_path):
         assert isinstance(v, float) and math.isfinite(v) and v > 0, name
         assert by[name]["status"] in ("pass", "miss", "info")
     assert by["generation identical to HF"]["value"] is True
+    assert by["generation speedup vs HF batched"]["value"] > 0
+    assert by["generation identical to HF batched"]["value"] is True
     assert out["e2e"]["source"].startswith("none:")  # the empty store holds no default run
     assert by["e2e wall / floor"]["status"] == "n/a"
     assert 0 <= out["training"]["padding_waste"] < 1
@@ -96,6 +98,8 @@ def test_batched_generation_identical_to_hf_one_at_a_time(tiny):
     ref = bench.hf_generate_one_at_a_time(tiny.model, tok, prompts, 10)
     assert ours == ref
     assert all(len(r) > 0 for r in ref)
+    # HF's batched generate, in batches of 2 left-padded prompts, gives the same greedy ids in fp32.
+    assert bench.hf_generate_batched(tiny.model, tok, prompts, 10, batch_size=2) == ref
 
 
 def test_matmul_gflops_is_positive():
