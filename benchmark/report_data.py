@@ -294,6 +294,20 @@ def group(runs: Iterable[Run]) -> dict[tuple[str, str], Group]:
     return groups
 
 
+def budget_diff(runs: Iterable[Run]) -> dict[str, str]:
+    """budget text -> the sizing knobs in which it differs from the other budgets among ``runs`` ("" if one).
+
+    Used where rows that differ only in size are kept apart (λ table and figures): "eval_limit=60" names
+    the difference without repeating the knobs every run shares."""
+    budgets = sorted({r.budget for r in runs})
+    if len(budgets) < 2:
+        return {b: "" for b in budgets}
+    parsed = {b: dict(kv.split("=", 1) for kv in b.split(", ") if "=" in kv) for b in budgets}
+    keys = sorted({k for d in parsed.values() for k in d})
+    varying = [k for k in keys if len({d.get(k, "—") for d in parsed.values()}) > 1]
+    return {b: ", ".join(f"{k}={parsed[b].get(k, '—')}" for k in varying) for b in budgets}
+
+
 def entity_kinds() -> dict[str, str]:
     """slug -> ``fictional`` | ``real`` for every registered entity (Table 4 is the real person)."""
     from snap_bench.registry import ENTITIES

@@ -19,7 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from snap_bench.report_data import METRIC_HEADERS, RETAIN_DATA_LABELS, Run, fmt_lambda, mean, seed_entity_means, std
+from snap_bench.report_data import (METRIC_HEADERS, RETAIN_DATA_LABELS, Run, budget_diff, fmt_lambda, mean,
+                                    seed_entity_means, std)
 
 FIG_METRICS = ("UA", "UA_multihop", "RA", "TA")
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -209,21 +210,37 @@ def _common_entities(groups: dict[Any, list[Run]]) -> list[str]:
     return [min(counts, key=lambda e: (-counts[e], e))]
 
 
+def _main_budget(runs: list[Run], point: Callable[[Run], Any]) -> str:
+    """The sizing budget behind the most distinct points (then the most runs): a figure draws one budget so
+    that its points are scored on the same samples; the λ table lists the others."""
+    points: dict[str, set[Any]] = {}
+    counts: dict[str, int] = {}
+    for r in runs:
+        points.setdefault(r.budget, set()).add(point(r))
+        counts[r.budget] = counts.get(r.budget, 0) + 1
+    return max(sorted(points), key=lambda b: (len(points[b]), counts[b]))
+
+
 def _lambda_points(runs: list[Run]) -> dict[tuple[str, str], tuple[list[str], list[tuple[float, dict[str, tuple[
-        float | None, float]]]]]]:
-    """(model, regularizer) -> (entities, [(λ, metric -> (mean, std over seeds))]), from the λ table's runs.
+        float | None, float]]]], str]]:
+    """(model, regularizer) -> (entities, [(λ, metric -> (mean, std over seeds))], size note), from the λ
+    table's runs.
 
     Each point is the per-seed mean over the same entities (those every λ of the panel ran), then mean and
-    std over seeds, so one panel's points are comparable."""
+    std over seeds, so one panel's points are comparable; a panel draws one sizing budget (the one with the
+    most λ values), and its size note names it when the runs have several."""
     from snap_bench.report_tables import lambda_rows
 
-    by_key: dict[tuple[str, str, float], list[Run]] = {}
+    by_key: dict[tuple[str, str, float, str], list[Run]] = {}
     for key, row in lambda_rows(runs):
         if row.entity is not None:
             by_key.setdefault(key, []).extend(row.runs)
     out: dict[tuple[str, str], Any] = {}
     for model, reg in sorted({k[:2] for k in by_key}):
-        panel = {k: rs for k, rs in by_key.items() if k[:2] == (model, reg)}
+        mine = [r for k, rs in by_key.items() if k[:2] == (model, reg) for r in rs]
+        budget = _main_budget(mine, lambda r: r.lam)
+        note = budget_diff(mine).get(budget, "")
+        panel = {k[:3]: rs for k, rs in by_key.items() if k[:2] == (model, reg) and k[3] == budget}
         ents = _common_entities(panel)
         pts = []
         for key in sorted(panel, key=lambda k: k[2]):
@@ -233,7 +250,7 @@ def _lambda_points(runs: list[Run]) -> dict[tuple[str, str], tuple[list[str], li
                 v = list(seed_entity_means(rs, ents, (lambda r, e: r.reg_share) if m == "reg_share" else m).values())
                 vals[m] = (mean(v), std(v) or 0.0)
             pts.append((key[2], vals))
-        out[(model, reg)] = (ents, pts)
+        out[(model, reg)] = (ents, pts, note)
     return out
 
 
@@ -243,7 +260,7 @@ def fig_lambda(runs: list[Run], out: Path, write) -> list[str]:
     panels = sorted(data) or [("—", "—")]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
     for ax, key in zip(axes[0], panels):
-        ents, pts = data.get(key, ([], []))
+        ents, pts, note = data.get(key, ([], [], ""))
         if not pts:
             _empty(ax, "no SNAP / Euclidean runs that vary only λ\n(run snap with --set lambda_reg=1, 10, ...)")
             continue
@@ -274,7 +291,7 @@ def fig_lambda(runs: list[Run], out: Path, write) -> list[str]:
         ax.set_xlabel("λ")
         ax.set_ylabel("%")
         model, reg = key
-        ax.set_title(f"{reg} · {model} · {', '.join(ents)}", fontsize=9)
+        ax.set_title(f"{reg} · {model} · {', '.join(ents)}" + (f" · {note}" if note else ""), fontsize=9)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle("UA, RA, cross-RA and TA against λ (mean ± std over seeds)", y=1.03)
     fig.tight_layout()
@@ -292,7 +309,14 @@ def _tradeoff_points(runs: list[Run]) -> list[tuple[str, str, dict[str, float | 
             groups.setdefault((r.model, key), []).append(r)
     out = []
     for model in sorted({m for m, _ in groups}):
-        mine = {key: rs for (m, key), rs in groups.items() if m == model}
+        # One sizing budget per model (the one with the most points): points scored on different samples of
+        # the held-out sets are not drawn side by side.
+        flat = [(key, r) for (m, key), rs in groups.items() if m == model for r in rs]
+        budget = _main_budget([r for _, r in flat], lambda r: next(k for k, x in flat if x is r))
+        mine: dict[str, list[Run]] = {}
+        for key, r in flat:
+            if r.budget == budget:
+                mine.setdefault(key, []).append(r)
         ents = _common_entities(mine)
         for key, rs in sorted(mine.items()):
             rs = [r for r in rs if r.entities[0] in ents]

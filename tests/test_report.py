@@ -387,13 +387,47 @@ def test_lambda_figure_draws_every_lambda(report):
         pts = _lambda_points(load_runs(store))
     finally:
         store.close()
-    ents, swd = pts[("tiny-random", "swd")]
+    ents, swd, note = pts[("tiny-random", "swd")]
+    assert note == ""  # one sizing budget: nothing to name
     assert [lam for lam, _ in swd] == [0.01, 0.1, 1.0, 10.0, 100.0]
     assert ents == ["peter_parker"]  # the entity every λ ran: each point averages the same entities
     at = dict(swd)
     assert at[10.0]["UA"] == (pytest.approx(75.0), pytest.approx(statistics.stdev([80, 70])))
     assert at[0.1]["reg_share"][0] == pytest.approx(0.05 / 3.0) and at[100.0]["cross_RA"][0] == 80.0
     assert [lam for lam, _ in pts[("tiny-random", "l2")][1]] == [0.1, 1.0, 10.0]
+
+
+def test_lambda_rows_of_different_sizes_are_never_averaged(tmp_path):
+    """A sweep at eval_limit=60 and a full evaluation at the same λ and seed are different samples of the
+    held-out sets: separate rows with a size column, and the figures draw the budget with the most λ values."""
+    from snap_bench.report import build_report
+    from snap_bench.report_data import load_runs
+    from snap_bench.report_figures import _lambda_points, _tradeoff_points
+
+    store = Store(tmp_path / "res")
+    S = lambda seed=0, **o: RunSpec(method="snap", entities=["peter_parker"], model="tiny-random", progress=False,  # noqa: E731
+                                    seed=seed, overrides={k: str(v) for k, v in o.items()})
+    for lam, ua in ((0.1, 80), (1, 70), (10, 60)):
+        _store_run(store, S(lambda_reg=lam, eval_limit=60), [{"peter_parker": _metrics(ua, 80, 50, 90, **_new(40, 1, 60, 0))}],
+                   losses=_loss(lam))
+    for seed, ua in ((0, 90), (1, 94)):
+        _store_run(store, S(seed), [{"peter_parker": _metrics(ua, 80, 50, 90, **_new(40, 1, 60, 0))}], losses=_loss(0.1))
+    try:
+        runs = load_runs(store)
+    finally:
+        store.close()
+    build_report(tmp_path / "res", tmp_path / "out", progress=False)
+    rows = _csv(tmp_path / "out" / "table_lambda.csv")
+    at01 = sorted((r for r in rows if float(r["lambda"]) == 0.1), key=lambda r: r["n"])
+    assert [(r["n"], float(r["UA"])) for r in at01] == [("1", 80.0), ("2", 92.0)]  # not (80 + 92) / 2, not 3 seeds
+    assert "eval_limit=60" in at01[0]["budget"] and "eval_limit=60" not in at01[1]["budget"]
+    md = (tmp_path / "out" / "table_lambda.md").read_text()
+    assert "| size |" in md and "eval_limit=60" in md and "eval_limit=None" in md
+    ents, pts, note = _lambda_points(runs)[("tiny-random", "swd")]
+    assert [lam for lam, _ in pts] == [0.1, 1.0, 10.0] and note == "eval_limit=60"
+    assert dict(pts)[0.1]["UA"][0] == pytest.approx(80.0)
+    assert sorted(p[1] for p in _tradeoff_points(runs)) == ["swd λ=0.1", "swd λ=1", "swd λ=10"]
+    assert next(p for p in _tradeoff_points(runs) if p[1] == "swd λ=0.1")[2]["UA"] == pytest.approx(80.0)
 
 
 def test_fig5_adds_cross_ra_when_stored(report):
