@@ -129,8 +129,16 @@ def _is_method_row(label: str) -> bool:
 
 
 def _order(labels: Iterable[str], expected: tuple[str, ...]) -> list[str]:
+    """Expected labels in their order, then the others sorted; a size variant ("SNAP [eval_limit=60]", see
+    _split_budgets) follows the row it was split from."""
     labels = set(labels)
-    return [x for x in expected if x in labels] + sorted(labels - set(expected))
+    variants = {x for x in labels if " [" in x and x.split(" [", 1)[0] in labels}
+    base = [x for x in expected if x in labels] + sorted(labels - set(expected) - variants)
+    out = []
+    for x in base:
+        out.append(x)
+        out += sorted(v for v in variants if v.split(" [", 1)[0] == x)
+    return out
 
 
 def _metric_cell(row: Row, metric: str) -> tuple[Cell, list[Any]]:
@@ -139,6 +147,27 @@ def _metric_cell(row: Row, metric: str) -> tuple[Cell, list[Any]]:
         return Cell(c.text), [None if c is MISSING else c.text]
     vals = list(row.values(metric).values())
     return stat_cell(vals), [mean(vals), std(vals)]
+
+
+def _split_budgets(labelled: list[tuple[str, Run]]) -> list[tuple[str, Run]]:
+    """Runs of one row that differ in size (e.g. eval_limit=60 and the full held-out sets) are different
+    samples, so they are never averaged: the budget with the most seeds (then runs) keeps the row's label,
+    each other budget becomes its own row, labelled by the knobs in which it differs ("SNAP [eval_limit=60]")."""
+    groups: dict[tuple[str, str, str], list[Run]] = {}
+    for lab, r in labelled:
+        groups.setdefault((r.model, lab, r.entities[0]), []).append(r)
+    renamed: dict[str, str] = {}
+    for (_, lab, _), rs in groups.items():
+        budgets = {r.budget for r in rs}
+        if len(budgets) < 2:
+            continue
+        main = max(sorted(budgets), key=lambda b: (len({r.seed for r in rs if r.budget == b}),
+                                                   sum(r.budget == b for r in rs)))
+        diff = budget_diff(rs)
+        for r in rs:
+            if r.budget != main:
+                renamed[r.run_id] = f"{lab} [{diff[r.budget]}]"
+    return [(renamed.get(r.run_id, lab), r) for lab, r in labelled]
 
 
 def _metric_table(key: str, title: str, runs: list[Run], all_runs: list[Run], *, row_label: Callable[[Run], str | None],
@@ -151,7 +180,9 @@ def _metric_table(key: str, title: str, runs: list[Run], all_runs: list[Run], *,
     extra = extra or []
     models = _models(runs, all_runs)
     labelled = [(row_label(r), r) for r in runs]
-    labelled = [(lab, r) for lab, r in labelled if lab is not None]
+    kept = [(lab, r) for lab, r in labelled if lab is not None]
+    labelled = _split_budgets(kept)
+    split_note = labelled != kept
     header = (["Method", "Entity"] + [METRIC_HEADERS.get(m, m) for m in metrics] + [x.header for x in extra]
               + ["steps", "n"])
     ranked = [2 + i for i, m in enumerate(metrics) if m not in _COUNT_KEYS]
@@ -211,6 +242,9 @@ def _metric_table(key: str, title: str, runs: list[Run], all_runs: list[Run], *,
                     add(Row(model, label, None, ents, rs), (model, ALL_ENTITIES))
             t.notes.append(f"{ALL_ENTITIES} (k): per seed the mean over the row's k entities, then mean ± std over "
                            "the seeds that ran every one of them (n); entities are never pooled into a std")
+    if split_note:
+        t.notes.append("[knob=value]: runs of the row above at another size (e.g. a stratified eval_limit sample "
+                       "instead of the full held-out sets), kept apart because they score different samples")
     if not runs:
         t.notes.append("the store holds no finished run for this table")
     return t

@@ -423,6 +423,11 @@ def test_lambda_rows_of_different_sizes_are_never_averaged(tmp_path):
     assert "eval_limit=60" in at01[0]["budget"] and "eval_limit=60" not in at01[1]["budget"]
     md = (tmp_path / "out" / "table_lambda.md").read_text()
     assert "| size |" in md and "eval_limit=60" in md and "eval_limit=None" in md
+    t1 = {r["label"]: r for r in _csv(tmp_path / "out" / "table1.csv")}
+    assert t1["SNAP"]["n_seeds"] == "2" and float(t1["SNAP"]["UA_mean"]) == pytest.approx(92.0)  # the full runs
+    assert t1["SNAP [eval_limit=60]"]["n_seeds"] == "1" and float(t1["SNAP [eval_limit=60]"]["UA_mean"]) == 80.0
+    t1md = (tmp_path / "out" / "table1.md").read_text()
+    assert t1md.index("| SNAP |") < t1md.index("| SNAP [eval_limit=60] |") and "kept apart" in t1md
     ents, pts, note = _lambda_points(runs)[("tiny-random", "swd")]
     assert [lam for lam, _ in pts] == [0.1, 1.0, 10.0] and note == "eval_limit=60"
     assert dict(pts)[0.1]["UA"][0] == pytest.approx(80.0)
