@@ -481,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from snap_bench.heap import release_freed_memory
+
+    release_freed_memory()  # before the model loads: freed tensors' memory goes back to the OS
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -288,6 +288,7 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
     """
     from snap_bench.evaluate import evaluate
     from snap_bench.fsutil import preflight_dir
+    from snap_bench.heap import release_freed_memory
     from snap_bench.judge import get_judge
     from snap_bench.models import load_model
     from snap_bench.regularizers.base import build_regularizer
@@ -296,6 +297,7 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
 
     from snap_bench.scaling import load_dtype, process_info
 
+    release_freed_memory()  # also for library callers that bypass the CLI
     spec, cfg = p.spec, p.cfg
     procs = process_info()
     main = procs.is_main
@@ -535,7 +537,7 @@ class _DevSelector:
     def __init__(self, p: Plan, model, tok, judge, sp: Splits, phase: list[Pack], k: int):
         self.p, self.model, self.tok, self.judge, self.sp, self.phase, self.k = p, model, tok, judge, sp, phase, k
         self.best: tuple[float, int] | None = None
-        self.best_state: dict[str, Any] | None = None
+        self.best_state = _BestWeights()
         self.history: list[dict[str, Any]] = []
 
     def on_step(self, step: int, values: dict[str, float]) -> None:
@@ -552,19 +554,67 @@ class _DevSelector:
         self.history.append({"step": step, "score": score, "metrics": metrics})
         if self.best is None or score > self.best[0]:
             self.best = (score, step)
-            self.best_state = {n: t.detach().clone() for n, t in self.model.state_dict().items()}
+            self.best_state.save(self.model)
 
     def restore_best(self, final_step: int) -> dict[str, Any]:
         """Score the final weights too (unless just scored), then load the best checkpoint's."""
-        if final_step and (not self.history or self.history[-1]["step"] != final_step):
-            self._score(final_step)
-        if self.best_state is not None and self.best is not None and self.best[1] != final_step:
-            self.model.load_state_dict(self.best_state)
-        self.best_state = None
+        try:
+            if final_step and (not self.history or self.history[-1]["step"] != final_step):
+                self._score(final_step)
+            if self.best is not None and self.best[1] != final_step:
+                self.best_state.load_into(self.model)
+        finally:
+            self.best_state.close()
         from snap_bench.config import SELECT_CRITERIA
 
         return {"phase": self.k, "criterion": SELECT_CRITERIA[self.p.cfg.select_criterion], "selected_step": self.best[1] if self.best else None,
                 "score": self.best[0] if self.best else None, "history": self.history}
+
+
+class _BestWeights:
+    """The best checkpoint's weights, in a temporary safetensors file rather than in memory: a copy of θ in RAM
+    costs as much as the model (0.54 GB for SmolLM2-135M in fp32) at the moment training holds θ, θ_init,
+    gradients and AdamW's two moments. The file holds each parameter and buffer once (tied weights once),
+    bit for bit, and is removed when the selection ends (or with the process's temp folder on a crash)."""
+
+    def __init__(self) -> None:
+        self.dir: str | None = None
+
+    @staticmethod
+    def _tensors(model) -> dict[str, Any]:
+        named = dict(model.named_parameters())
+        named.update(model.named_buffers())
+        return named
+
+    def save(self, model) -> None:
+        import os
+        import tempfile
+
+        from safetensors.torch import save_file
+
+        if self.dir is None:
+            self.dir = tempfile.mkdtemp(prefix="snap-bench-best-")
+        path = os.path.join(self.dir, "best.safetensors")
+        save_file({n: t.detach().contiguous() for n, t in self._tensors(model).items()}, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+    def load_into(self, model) -> None:
+        import os
+
+        import torch
+        from safetensors import safe_open
+
+        assert self.dir is not None, "no checkpoint saved"
+        with safe_open(os.path.join(self.dir, "best.safetensors"), framework="pt") as f, torch.no_grad():
+            for n, t in self._tensors(model).items():
+                t.copy_(f.get_tensor(n))  # one tensor at a time: no second copy of θ
+
+    def close(self) -> None:
+        import shutil
+
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
 
 
 def _before_logprobs(p: Plan, model, tok, per_entity, timings) -> dict[str, dict[str, float]]:

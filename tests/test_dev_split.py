@@ -75,3 +75,31 @@ def test_preset_dev_selection_falls_back_to_last_under_lora_and_an_explicit_requ
     with pytest.raises(SnapBenchError, match="select=dev cannot put a checkpoint back here: LoRA"):
         plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
                      overrides={"lora_r": "4", "select": "dev"}))
+
+
+def test_best_weights_round_trip_bit_for_bit_through_a_temporary_file(tiny):
+    """The dev selector keeps the best checkpoint on disk, not as a second copy of θ in RAM."""
+    import copy
+    import os
+
+    import torch
+
+    from snap_bench.runner import _BestWeights
+
+    m = copy.deepcopy(tiny.model)
+    want = {n: t.detach().clone() for n, t in m.state_dict().items()}
+    best = _BestWeights()
+    best.save(m)
+    folder = best.dir
+    assert folder and os.listdir(folder) == ["best.safetensors"]
+    with torch.no_grad():
+        for q in m.parameters():
+            q.add_(torch.randn_like(q))
+    assert not all(torch.equal(want[n], t) for n, t in m.state_dict().items())
+    best.load_into(m)
+    for n, t in m.state_dict().items():
+        assert torch.equal(t, want[n]), n
+    if getattr(m.config, "tie_word_embeddings", False):  # a tied matrix is stored once and stays tied
+        assert m.get_output_embeddings().weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()
+    best.close()
+    assert not os.path.exists(folder)
