@@ -133,7 +133,9 @@ def plan(spec: RunSpec) -> Plan:
     }
     if procs.count > 1:  # the shard means and the reduction order change the numbers a little
         record["processes"] = {"count": procs.count, "type": procs.distributed_type}
-    return Plan(spec, method_cls, cfg, regularizer, packs, general, record, config_hash(record), precision)
+    digest = config_hash(record)  # before "execution": those settings change no result
+    record["execution"] = {k: getattr(cfg, k) for k in _EXECUTION_ONLY}
+    return Plan(spec, method_cls, cfg, regularizer, packs, general, record, digest, precision)
 
 
 def _check_select(cfg: MethodConfig, processes: int, explicit: bool) -> None:
@@ -159,7 +161,7 @@ def _check_select(cfg: MethodConfig, processes: int, explicit: bool) -> None:
 
 # Fields added for scale-out enter the record (and the config hash) only when set, so the hashes
 # of runs stored before they existed, and a sweep's resumption, stay valid.
-_SCALE_DEFAULTS = {"mixed_precision": "no", "gradient_checkpointing": False, "lora_r": 0, "lora_alpha": 16.0,
+_SCALE_DEFAULTS = {"mixed_precision": "no", "lora_r": 0, "lora_alpha": 16.0,
                    "lora_dropout": 0.0, "lora_targets": "all-linear"}
 
 
@@ -169,8 +171,17 @@ _SCALE_DEFAULTS = {"mixed_precision": "no", "gradient_checkpointing": False, "lo
 _LEGACY_VALUES = {"swd_form": "normalized", "precision": "fp32", "select_criterion": "mean4"}
 
 
+# Settings that change how a run computes, never what it computes: stored with the run (record["execution"]),
+# outside its config hash, so flipping one neither re-runs a sweep nor makes a new report row. Gradient
+# checkpointing recomputes the same arithmetic (tests/test_scaling.py: losses and weights bit-identical; a
+# whole default run on SmolLM2-135M gave identical metrics, README "Memory").
+_EXECUTION_ONLY = ("gradient_checkpointing",)
+
+
 def _hashed_config(cfg: MethodConfig) -> dict[str, Any]:
     out = cfg.to_dict()
+    for k in _EXECUTION_ONLY:
+        out.pop(k, None)
     for k, default in {**_SCALE_DEFAULTS, **_LEGACY_VALUES}.items():
         if out.get(k) == default:
             del out[k]
