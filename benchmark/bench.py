@@ -33,11 +33,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from snap_bench.errors import SnapBenchError
+from snap_bench import util
 
 REGULARIZERS = ("swd", "l2", "fisher")
 SWD_TARGET = "<= 0.10"  # issue 14 (issue 13 allowed 0.15): the authors' form, directions redrawn each step
@@ -309,15 +310,14 @@ def regularizer_overheads(model, tok, p, encoded, names, step_none: float, repea
     from snap_bench.trainer import PrepareContext
 
     init_state = {n: q.detach().clone() for n, q in model.named_parameters() if q.requires_grad}
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad_id = util.pad_id(tok)
     out = {}
     for name in names:
         reg = build_regularizer(name, p.cfg, p.spec.seed)
         if fisher_examples and hasattr(reg, "max_examples"):
             reg.max_examples = fisher_examples
         t = time.perf_counter()
-        if hasattr(reg, "prepare"):
-            reg.prepare(model, init_state, PrepareContext(tok, encoded, pad_id, p.cfg, p.spec.seed))
+        reg.prepare(model, init_state, PrepareContext(tok, encoded, pad_id, p.cfg, p.spec.seed))
         prep = time.perf_counter() - t
         with_moved_weights(model, init_state)
         sec = _penalty_seconds(model, reg, init_state, repeats)
@@ -360,7 +360,7 @@ def hf_generate_one_at_a_time(model, tok, prompts, max_new_tokens: int) -> list[
     from snap_bench.generation import _cut_at_stop, end_token_ids
 
     stop = end_token_ids(tok, model)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad_id = util.pad_id(tok)
     out = []
     with torch.inference_mode():
         for prompt in prompts:
@@ -384,7 +384,7 @@ def hf_generate_batched(model, tok, prompts, max_new_tokens: int, batch_size: in
     from snap_bench.generation import _cut_at_stop, end_token_ids
 
     stop = end_token_ids(tok, model)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad_id = util.pad_id(tok)
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     out: list[list[int]] = [[] for _ in prompts]
     with torch.inference_mode():

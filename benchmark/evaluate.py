@@ -21,12 +21,12 @@ Beside them (``scores.py`` says why each matters), per entity:
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 from snap_bench.generation import generate
 from snap_bench.scores import degenerate, leaked, rouge_l_recall
 from snap_bench.tasks import Item
+from snap_bench.util import progress_bar
 
 METRICS = ("UA", "UA_multihop", "RA", "TA", "Avg")
 EXTRA_METRICS = ("cross_RA", "leak", "rougeL_forget", "rougeL_retain", "rougeL_general", "RA_known", "RA_known_n",
@@ -71,11 +71,7 @@ def evaluate(model, tokenizer, eval_sets: dict[str, dict[str, list[Item]]], gene
 
 
 def _generate(model, tokenizer, questions: list[str], cfg, system, progress: bool, desc: str) -> list[str]:
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(questions), desc=desc, unit="q", file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(progress, len(questions), desc)
     try:
         return generate(model, tokenizer, questions, system=system, max_new_tokens=cfg.max_new_tokens,
                         batch_size=cfg.eval_batch_size, on_batch=(bar.update if bar is not None else None))

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from snap_bench import faults
+from snap_bench import faults, util
 from snap_bench.data import prompt_ids
 
 
@@ -91,7 +91,7 @@ def generate_ids(model, tokenizer, prompts: Sequence[list[int]], *, max_new_toke
     """Greedy continuations (token ids, end token excluded) for tokenised prompts, in input order."""
     if not prompts:
         return []
-    pad_id = _pad_id(tokenizer)
+    pad_id = util.pad_id(tokenizer)
     stop_ids = end_token_ids(tokenizer, model)
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     out: list[list[int] | None] = [None] * len(prompts)
@@ -111,14 +111,10 @@ def generate_streaming(model, tokenizer, prompt: list[int], on_token: Callable[[
                        max_new_tokens: int = 64) -> list[int]:
     """One greedy continuation through the same decoding loop as :func:`generate_ids`, calling
     ``on_token`` with every token as soon as it is chosen (end tokens included; the caller skips them)."""
-    pad_id = _pad_id(tokenizer)
+    pad_id = util.pad_id(tokenizer)
     with _eval_mode(model):
         return _generate_batch(model, [prompt], pad_id, end_token_ids(tokenizer, model), max_new_tokens,
                                on_step=lambda _rows, toks: on_token(toks[0]))[0]
-
-
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from snap_bench.errors import SnapBenchError
+from snap_bench.util import progress_bar
 
 EXIT_COMMANDS = ("/exit", "/quit")
 
@@ -84,11 +85,7 @@ def cmd_ask(args) -> int:
     from snap_bench.generation import generate
 
     t = time.perf_counter()
-    bar = None
-    if not args.no_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(rows), desc="ask", unit="q", file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(not args.no_progress, len(rows), "ask")
     try:
         responses = generate(lm.model, lm.tokenizer, [r["question"] for r in rows], system=settings.system_prompt,
                              max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,

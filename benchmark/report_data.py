@@ -174,7 +174,7 @@ def _method_defaults(method: str, preset: str) -> tuple[dict[str, Any] | None, b
 
     try:
         cls = METHODS.get(method)
-        return build_config(cls.config_cls, preset, {}).to_dict(), bool(getattr(cls, "trains", True))
+        return build_config(cls.config_cls, preset, {}).to_dict(), bool(cls.trains)
     except SnapBenchError:  # a method or preset this version no longer has: label it by name only
         return None, True
 

@@ -11,10 +11,10 @@ what RA measures. The paper uses the pack answers (``retain_targets=pack``, the 
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 from snap_bench.generation import generate
 from snap_bench.tasks.packs import Item
+from snap_bench.util import progress_bar
 
 
 def self_targets(model, tokenizer, items: list[Item], judge, cfg, *, system: str | None = None,
@@ -26,11 +26,7 @@ def self_targets(model, tokenizer, items: list[Item], judge, cfg, *, system: str
     """
     if not items:
         return [], 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(items), desc="retain targets", unit="q", file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(progress, len(items), "retain targets")
     try:
         answers = generate(model, tokenizer, [it.question for it in items], system=system,
                            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size,

@@ -360,7 +360,7 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
                     general=sp.g_train,
                 )
                 reference = None
-                if getattr(method, "needs_reference", False):
+                if method.needs_reference:
                     reference = copy.deepcopy(model).eval().requires_grad_(False)
                 regularizer = build_regularizer(p.regularizer, cfg, spec.seed)
                 if spec.progress and len(p.packs) > 1 and main:
@@ -368,9 +368,8 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
                           file=sys.stderr)
                 # A method with its own procedure (e.g. SKU's two stages) supplies ``unlearn``; it
                 # returns a TrainResult like the shared loop does.
-                trainer = getattr(method, "unlearn", None)
-                if trainer is not None:
-                    res = trainer(model, tok, data, regularizer=regularizer, seed=spec.seed + k, reference=reference,
+                if method.unlearn is not None:
+                    res = method.unlearn(model, tok, data, regularizer=regularizer, seed=spec.seed + k, reference=reference,
                                   progress=spec.progress)
                 else:
                     selector = _DevSelector(p, model, tok, judge, sp, phase, k) if cfg.select == "dev" else None
@@ -385,7 +384,7 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
                 train_info["tokens"] += res.tokens
             if not main:
                 continue  # the main process evaluates; this one goes on to the next phase's training
-            system = method.system_prompt(seen) if hasattr(method, "system_prompt") else None
+            system = method.system_prompt(seen)
             system = system or cfg.system_prompt
             t = time.perf_counter()
             metrics, records = evaluate(

@@ -11,14 +11,13 @@ losses are the means over processes.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from snap_bench import faults
+from snap_bench import faults, util
 from snap_bench.data import Stream, collate, encode_example
 from snap_bench.errors import SnapBenchError
 from snap_bench.methods.base import StepContext
@@ -139,7 +138,7 @@ def train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, refere
     engine = make_engine(cfg, local=local, micro_batch=sum(per_stream.values()))
     if engine.num_processes > 1:
         _check_shards(per_stream, engine.num_processes)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = util.pad_id(tokenizer)
     engine.place(model, reference)
     lora = attach_lora(model, cfg) if cfg.lora_r else None
     switch_checkpointing = cfg.gradient_checkpointing and not checkpointing(model)
@@ -149,8 +148,8 @@ def train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, refere
     try:
         # Under LoRA only the adapters require grad: θ_init, the optimiser and the regularizer see them alone.
         init_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-        use_reg = cfg.lambda_reg > 0 and getattr(regularizer, "active", True)
-        if use_reg and hasattr(regularizer, "prepare"):
+        use_reg = cfg.lambda_reg > 0 and regularizer.active
+        if use_reg:
             regularizer.prepare(model, init_state, PrepareContext(tokenizer, encoded, pad_id, cfg, seed))
         model.train()
         opt = _optimizer(model, cfg)
@@ -187,11 +186,7 @@ class _Loop:
     def run(self, streams, per_stream, pad_id, total, result, progress, on_step) -> None:
         eng, cfg = self.engine, self.cfg
         processes, rank = eng.num_processes, eng.process_index
-        bar = None
-        if progress and eng.is_main_process:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+        bar = util.progress_bar(progress and eng.is_main_process, total, "train", unit="step")
         t0 = time.perf_counter()
         try:
             for step in range(total):

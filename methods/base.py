@@ -8,7 +8,7 @@
         def __init__(self, cfg): self.cfg = cfg
         def streams(self, data: UnlearnData) -> dict[str, list[Example]]: ...
         def loss(self, model, batches, ctx) -> dict[str, Tensor]: ...
-        def system_prompt(self, packs) -> str | None: ...   # optional
+        # optional hooks, each with a default: needs_reference, unlearn, system_prompt (see Method)
 
 ``streams`` names the data the method trains on (e.g. ``{"forget": ..., "retain": ..., "general":
 ...}``); each optimiser step draws a share of ``batch_size`` from every stream (``forget`` one share,
@@ -77,12 +77,50 @@ class StepContext:
 
 @runtime_checkable
 class Method(Protocol):
+    """What the runner and trainer may call on a method. ``config_cls``, ``streams`` and ``loss`` are
+    required; every other member is an optional hook whose default (``OPTIONAL_HOOKS``) registration
+    fills in when a method leaves it out, so callers use each hook directly, never ``getattr``."""
+
     config_cls: type
     trains: bool
+    """False: the runner evaluates the model as it is (e.g. prompting). Default True."""
+    needs_reference: bool
+    """True: the trainer hands a frozen copy of the initial model in ``StepContext.reference``
+    (NPO, IdK-DPO). Default False."""
+    unlearn: Any
+    """None (the default): the shared training loop trains. A method with its own procedure (SKU's
+    two stages, IdK-DPO's preference loss) supplies ``unlearn(model, tokenizer, data, *, regularizer,
+    seed, reference, progress) -> TrainResult``."""
 
     def streams(self, data: UnlearnData) -> dict[str, list[Example]]: ...
 
     def loss(self, model, batches: Mapping[str, dict[str, torch.Tensor]], ctx: StepContext) -> dict[str, torch.Tensor]: ...
+
+    def system_prompt(self, packs) -> str | None:
+        """The system message evaluation prompts with; default None (``--set system_prompt`` applies)."""
+        ...
+
+
+def _no_system_prompt(self, packs) -> str | None:
+    return None
+
+
+# The optional hooks of ``Method`` and the value a method gets when it does not define one.
+OPTIONAL_HOOKS: dict[str, Any] = {"trains": True, "needs_reference": False, "unlearn": None,
+                                  "system_prompt": _no_system_prompt}
+REQUIRED_MEMBERS = ("config_cls", "streams", "loss")
+
+
+def complete_method(cls: type) -> type:
+    """Check a method class against ``Method`` and fill in the optional hooks it leaves out.
+    Called by ``register_method``; raises ``TypeError`` naming what is missing."""
+    missing = [m for m in REQUIRED_MEMBERS if not hasattr(cls, m)]
+    if missing:
+        raise TypeError(f"method class {cls.__name__} lacks {', '.join(missing)} (see snap_bench.methods.base.Method)")
+    for name, default in OPTIONAL_HOOKS.items():
+        if not hasattr(cls, name):
+            setattr(cls, name, default)
+    return cls
 
 
 def as_examples(items: list[Item], target: str = "response") -> list[Example]:

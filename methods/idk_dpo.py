@@ -31,6 +31,7 @@ from snap_bench.data import IGNORE_INDEX, Example, collate, encode_example
 from snap_bench.methods.base import (RETAIN_STREAMS, StepContext, UnlearnData, as_examples, nll_per_stream,
                                      retain_terms, sequence_logprob)
 from snap_bench.registry import register_method
+from snap_bench import util
 
 
 def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
@@ -87,7 +88,7 @@ class IdkDpo:
     def index_rejected(self, tokenizer, data: UnlearnData) -> None:
         """Encode each forget question's true answer, keyed by the chosen example's prompt tokens."""
         cfg = self.cfg
-        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self._pad_id = util.pad_id(tokenizer)
         self._rejected = {}
         for it in data.forget:
             chosen = encode_example(tokenizer, Example(it.question, it.response, it.id), cfg.max_length, cfg.system_prompt)

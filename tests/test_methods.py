@@ -473,3 +473,71 @@ def test_a_new_method_is_one_file(tmp_path):
     out = json.loads(proc.stdout)
     assert out["method"] == "tmp_method" and out["regularizer"] == "l2" and out["train"]["steps"] == 1
     assert set(out["metrics"]["peter_parker"]) == METRIC_KEYS
+
+
+# --- the Method and Regularizer protocols: optional hooks are declared, defaulted at registration ---
+
+def test_registration_fills_the_optional_hooks_a_method_leaves_out():
+    from snap_bench.methods.base import OPTIONAL_HOOKS
+    from snap_bench.registry import Registry
+
+    reg = Registry("method", complete=METHODS._complete)
+
+    class Minimal:
+        config_cls = object
+
+        def streams(self, data):
+            return {}
+
+        def loss(self, model, batches, ctx):
+            return {}
+
+    cls = reg.register("minimal", Minimal)
+    assert cls.trains is True and cls.needs_reference is False and cls.unlearn is None
+    assert cls().system_prompt(["any pack"]) is None
+    assert set(OPTIONAL_HOOKS) == {"trains", "needs_reference", "unlearn", "system_prompt"}
+    # a hook the method defines is kept, not overwritten
+    assert METHODS.get("prompting").trains is False and METHODS.get("npo").needs_reference is True
+    assert METHODS.get("sku").unlearn is not None and METHODS.get("snap").unlearn is None
+
+
+def test_registration_rejects_a_method_or_regularizer_missing_a_required_member():
+    from snap_bench.registry import REGULARIZERS, Registry
+
+    class NoLoss:
+        config_cls = object
+
+        def streams(self, data):
+            return {}
+
+    with pytest.raises(TypeError, match="lacks loss"):
+        Registry("method", complete=METHODS._complete).register("no_loss", NoLoss)
+    with pytest.raises(TypeError, match="lacks penalty"):
+        Registry("regularizer", complete=REGULARIZERS._complete).register("no_penalty", type("NoPenalty", (), {}))
+
+
+def test_registration_fills_the_optional_hooks_a_regularizer_leaves_out():
+    from snap_bench.registry import REGULARIZERS, Registry
+
+    class Zero:
+        def penalty(self, model, init_state):
+            return torch.zeros(())
+
+    cls = Registry("regularizer", complete=REGULARIZERS._complete).register("zero", Zero)
+    reg = cls.from_config(build_config(METHODS.get("snap").config_cls), seed=0)
+    assert isinstance(reg, Zero) and reg.active is True and reg.prepare(None, {}) is None
+    assert REGULARIZERS.get("none").active is False  # its own value kept
+
+
+def test_runner_and_trainer_call_hooks_directly_not_through_getattr():
+    """The contract above is what lets callers skip getattr; a getattr on a method or regularizer in
+    the run/train path would mean a hook the Protocol does not declare."""
+    import re
+    from pathlib import Path
+
+    import snap_bench.runner
+    import snap_bench.trainer
+
+    for mod in (snap_bench.runner, snap_bench.trainer):
+        src = Path(mod.__file__).read_text()
+        assert not re.search(r"(getattr|hasattr)\((method|regularizer|reg|cls)\b", src), mod.__name__
