@@ -7,6 +7,7 @@ from the batch (and from the cache), and the batch stops as soon as every row ha
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from typing import Callable, Sequence
 
@@ -14,6 +15,7 @@ import torch
 
 from snap_bench import faults, util
 from snap_bench.data import prompt_ids
+from snap_bench.errors import SnapBenchError
 
 
 def end_token_ids(tokenizer, model) -> set[int]:
@@ -43,7 +45,8 @@ def _generate_batch(model, prompts: Sequence[list[int]], pad_id: int, stop_ids: 
     ids, mask = ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
+    cache_kw = _cache_kwarg(model)
+    cache = _cache_of(out)
     nxt = out.logits[:, -1].argmax(-1)
     last_pos = pos[:, -1]
     rows = torch.arange(len(prompts))  # which original prompt each live row belongs to
@@ -68,11 +71,31 @@ def _generate_batch(model, prompts: Sequence[list[int]], pad_id: int, stop_ids: 
         last_pos = last_pos + 1
         out = model(
             input_ids=nxt[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-            past_key_values=cache, use_cache=True,
+            use_cache=True, **{cache_kw: cache},
         )
-        cache = out.past_key_values
+        cache = _cache_of(out)
         nxt = out.logits[:, -1].argmax(-1)
     return _cut_at_stop(results, stop_ids)
+
+
+def _cache_kwarg(model) -> str:
+    """The name under which this model's forward takes the KV cache: ``cache`` (transformers 5.x, where
+    ``past_key_values`` is deprecated and goes in 5.40; once gone it would be swallowed by ``**kwargs`` and
+    every step would decode without context) or ``past_key_values`` (4.x)."""
+    for m in (model, getattr(model, "base_model", None), getattr(model, "model", None)):
+        if m is None:
+            continue
+        params = inspect.signature(m.forward).parameters
+        for name in ("cache", "past_key_values"):
+            if name in params:
+                return name
+    raise SnapBenchError(f"{type(model).__name__}.forward takes neither cache nor past_key_values: cannot decode "
+                         "with a KV cache")
+
+
+def _cache_of(out):
+    """The KV cache a forward returned, under either name (ModelOutput keeps only the fields that are set)."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
 
 
 def _cut_at_stop(results: list[list[int]], stop_ids: set[int]) -> list[list[int]]:

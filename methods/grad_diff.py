@@ -8,8 +8,11 @@ and TOFU's "Grad. Diff." baseline (Maini et al. 2024, arXiv 2401.06121, §4):
 with w = 1 as in TOFU (the two terms are summed with equal weight) and no regularizer. Which
 retain data is used follows ``retain_data`` (default the entity's hard retain set D_r); with
 ``hard+general`` the general set D_g is a second stream whose NLL is its own term ``general``,
-weighted by the same w; with ``retain_data=none`` only the ascent term remains, i.e. plain
+weighted by the same w; with ``retain_data=none`` or ``retain_weight=0`` only the ascent term remains, i.e. plain
 ``gradient_ascent``.
+
+It is gradient ascent with a retain weight of 1: the streams and the loss are
+``methods/gradient_ascent.py``'s; only the defaults differ.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from snap_bench.config import MethodConfig
-from snap_bench.methods.base import StepContext, UnlearnData, as_examples, nll_per_stream, retain_terms
+from snap_bench.methods.gradient_ascent import GradientAscent
 from snap_bench.registry import register_method
 
 
@@ -28,7 +31,8 @@ class GradDiffConfig(MethodConfig):
     regularizer: str = "none"
     """TOFU's baseline has no regularizer; ``--regularizer`` adds one."""
     retain_weight: float = 1.0
-    """Weight w of the retain NLL term, and of the general (D_g) term when there is one (TOFU: 1, an unweighted sum)."""
+    """Weight w of the retain NLL term, and of the general (D_g) term when there is one (TOFU: 1, an unweighted
+    sum). 0 leaves plain gradient ascent (no retain stream is built)."""
 
     def validate(self) -> None:
         super().validate()
@@ -36,19 +40,8 @@ class GradDiffConfig(MethodConfig):
 
 
 @register_method("grad_diff")
-class GradDiff:
+class GradDiff(GradientAscent):
+    """Gradient ascent's streams and loss (forget answers pushed away, retain terms weighted by
+    ``retain_weight``) under TOFU's defaults."""
+
     config_cls = GradDiffConfig
-    trains = True
-
-    def __init__(self, cfg: GradDiffConfig):
-        self.cfg = cfg
-
-    def streams(self, data: UnlearnData):
-        streams = {"forget": as_examples(data.forget, "answer")}
-        for name, items in data.retain_streams(self.cfg.retain_data).items():  # "retain" (D_r), "general" (D_g)
-            streams[name] = as_examples(items, "response")
-        return streams
-
-    def loss(self, model, batches, ctx: StepContext):
-        nll = nll_per_stream(model, batches)  # one forward pass over all streams
-        return {"forget": -nll["forget"], **retain_terms(nll, self.cfg.retain_weight)}

@@ -2,7 +2,9 @@ import io
 import json
 import os
 import sys
+import threading
 from contextlib import redirect_stderr, redirect_stdout
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,24 @@ def tiny():
 @pytest.fixture
 def pack_dir(tmp_path):
     return make_pack(tmp_path / "packs")
+
+
+@pytest.fixture
+def http_server(monkeypatch):
+    """The one way tests serve a fake OpenAI-compatible endpoint: ``start(handler_class) -> base_url``
+    (``http://127.0.0.1:PORT/v1``) on a free local port, bypassing any proxy; every server started is shut
+    down after the test."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    servers = []
+
+    def start(handler) -> str:
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}/v1"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()

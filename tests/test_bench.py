@@ -3,7 +3,7 @@ measured by `snap-bench bench` and the pytest-benchmark suite in benchmarks/, no
 
 import math
 
-import torch
+import pytest
 
 from snap_bench import bench
 from snap_bench.generation import generate_ids
@@ -102,9 +102,14 @@ def test_batched_generation_identical_to_hf_one_at_a_time(tiny):
     assert bench.hf_generate_batched(tiny.model, tok, prompts, 10, batch_size=2) == ref
 
 
-def test_matmul_gflops_is_positive():
-    assert bench.matmul_gflops(64, repeats=2) > 0
-    assert torch.get_num_threads() >= 1
+def test_matmul_gflops_is_2n3_over_the_best_time(monkeypatch):
+    # Two timed repeats of 0.5 s and 0.25 s: the figure is 2·n³ FLOPs over the faster one, for both precisions.
+    for precision in ("fp32", "bf16"):
+        ticks = iter([0.0, 0.5, 1.0, 1.25])
+        monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
+        assert bench.matmul_gflops(64, repeats=2, precision=precision) == pytest.approx(2 * 64**3 / 0.25 / 1e9)
+    monkeypatch.undo()
+    assert bench.matmul_gflops(64, repeats=2) > 0  # and a real measurement runs
 
 
 def test_e2e_figures_from_a_stored_run(cli, tmp_path):

@@ -38,7 +38,7 @@ def test_list_one_kind(cli):
         (["--method", "snap", "--entity", "peter_parker", "--model", "no-such-model"], "unknown model 'no-such-model'"),
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, args, needle):
+def test_bad_cli_arguments_are_one_line_exit_2_and_write_nothing(cli, tmp_path, args, needle):
     results = tmp_path / "res"
     r = cli("run", *args, "--results", results, "--model" if "--model" not in args else "--seed",
             "tiny-random" if "--model" not in args else "0")

@@ -15,7 +15,7 @@ import re
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -253,23 +253,14 @@ def _handler(state: FakeLLM):
 
 
 @pytest.fixture
-def llm_server(monkeypatch):
+def llm_server(http_server):
     """Start a fake server: ``start(**FakeLLM kwargs) -> (state, base_url)``."""
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    servers = []
 
     def start(**kwargs):
         state = FakeLLM(**kwargs)
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(srv)
-        return state, f"http://127.0.0.1:{srv.server_address[1]}/v1"
+        return state, http_server(_handler(state))
 
-    yield start
-    for srv in servers:
-        srv.shutdown()
-        srv.server_close()
+    return start
 
 
 def _args(url, out, cache, *extra):

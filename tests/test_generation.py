@@ -1,9 +1,12 @@
+import pytest
 import torch
 
 from snap_bench.data import prompt_ids
 from snap_bench.generation import generate, generate_ids
 
 
+# A deprecated cache argument would decode without context once transformers drops it: fail on the warning now.
+@pytest.mark.filterwarnings("error::FutureWarning")
 def test_batched_generation_matches_hf_greedy(tiny):
     qs = ["Who is Peter Parker?", "Name three colours of the rainbow, please, in order.", "Hi"]
     ours = generate(tiny.model, tiny.tokenizer, qs, max_new_tokens=12, batch_size=8)

@@ -35,9 +35,6 @@ def test_default_judge_accuracy_on_labelled_set():
 
 def test_default_judge_accuracy_on_heldout_set():
     """A second set, written without sight of the judge's rules, guards against overfitting the first."""
-    path = DATA / "judge_heldout.jsonl"
-    if not path.exists():
-        pytest.skip("held-out set not present")
     acc, wrong = _accuracy(_load("judge_heldout.jsonl"))
     assert acc >= 0.90, [(r["response"], r["obliterated"], v.reason) for r, v in wrong[:10]]
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -166,30 +164,22 @@ class JudgeLLM(FakeLLM):
 
 
 @pytest.fixture
-def judge_server(monkeypatch, tmp_path):
+def judge_server(monkeypatch, tmp_path, http_server):
     """Start the scripted server and point the llm judge at it: ``start(**kwargs) -> (state, cache)``."""
     for name in JUDGE_ENV:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    servers = []
 
     def start(**kwargs):
         state = JudgeLLM(**kwargs)
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(srv)
+        url = http_server(_handler(state))
         cache = tmp_path / "judge-cache"
-        monkeypatch.setenv("SNAP_BENCH_JUDGE_BASE_URL", f"http://127.0.0.1:{srv.server_address[1]}/v1")
+        monkeypatch.setenv("SNAP_BENCH_JUDGE_BASE_URL", url)
         monkeypatch.setenv("SNAP_BENCH_JUDGE_MODEL", "judge-model")
         monkeypatch.setenv("SNAP_BENCH_JUDGE_API_KEY", CANARY)
         monkeypatch.setenv("SNAP_BENCH_JUDGE_CACHE", str(cache))
         return state, cache
 
-    yield start
-    for srv in servers:
-        srv.shutdown()
-        srv.server_close()
+    return start
 
 
 def _input(tmp_path) -> Path:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -158,11 +157,8 @@ class _Echo(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def echo_server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    srv.shutdown()
+def echo_server(http_server):
+    return http_server(_Echo)
 
 
 def _assert_no_canary(tmp_path: Path, *texts: str):
