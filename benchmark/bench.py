@@ -454,14 +454,14 @@ def _eval_flops(shape: ModelShape, tok, p, generations: list[dict[str, Any]]) ->
 
 def _stored_run(results: str | None, config_hash: str, run_id: str | None) -> tuple[str, dict[str, Any], list] | None:
     """``run_id`` from the store, or else its latest finished run with ``config_hash`` (the default run's)."""
-    from snap_bench.store import DB_NAME, Store
+    from snap_bench.store import DB_NAME, StoreReader
 
     folder = Path(results or "results")
     if not (folder / DB_NAME).is_file():
         if run_id:
             raise SnapBenchError(f"bench --run-id {run_id}: no results store in {folder}")
         return None
-    store = Store(folder)
+    store = StoreReader(folder)
     try:
         if run_id:
             run = store.run(run_id)
@@ -495,7 +495,7 @@ def _plan_of(run: dict[str, Any], default):
 
 def _measure_default_run(cfg: BenchConfig) -> tuple[str, dict[str, Any], list, float, float]:
     """Run the default ``snap-bench run`` in a child process; its wall time and peak RSS."""
-    from snap_bench.store import Store
+    from snap_bench.store import StoreReader
 
     with tempfile.TemporaryDirectory(prefix="snap-bench-e2e-") as tmp:
         cmd = [sys.executable, "-m", "snap_bench", "run", "--method", cfg.method, "--entity", cfg.entity,
@@ -508,7 +508,7 @@ def _measure_default_run(cfg: BenchConfig) -> tuple[str, dict[str, Any], list, f
             tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise SnapBenchError(f"bench --e2e: the default run failed: {tail}")
         run_id = json.loads(proc.stdout)["run_id"]
-        store = Store(tmp)
+        store = StoreReader(tmp)
         try:
             run, gens = store.run(run_id), store.generations(run_id)
         finally:

@@ -116,7 +116,7 @@ def build_report(results_dir: Path | str | None, out_dir: Path | str | None, pro
     from snap_bench.report_html import render
     from snap_bench.report_render import to_csv, to_latex, to_markdown
     from snap_bench.report_tables import all_tables
-    from snap_bench.store import DB_NAME, Store
+    from snap_bench.store import DB_NAME, StoreReader
 
     results = Path(results_dir) if results_dir else Path("results")
     if not (results / DB_NAME).is_file():
@@ -125,7 +125,7 @@ def build_report(results_dir: Path | str | None, out_dir: Path | str | None, pro
     out = preflight_dir(Path(out_dir) if out_dir else Path("reports"), what="--out")
 
     t0 = time.perf_counter()
-    store = Store(results)
+    store = StoreReader(results)  # read-only: a report never changes the store
     try:
         runs = load_runs(store)
         kinds = entity_kinds()

@@ -322,3 +322,50 @@ def test_a_schema_1_store_upgrades_in_place_and_keeps_every_row(tmp_path):
     s = store_mod.Store(tmp_path)  # and a second open is a no-op
     assert [r["run_id"] for r in s.runs()] == ["old-run", "old-code-run"] and s.schema_version() == 2
     s.close()
+
+
+def test_store_reader_reads_without_reaping_migrating_or_writing(tmp_path):
+    """report and bench read through StoreReader: a dead owner's run stays as stored, an old schema is not
+    upgraded, the database bytes do not change, and the reader has no write methods."""
+    from snap_bench.store import DB_NAME, Store, StoreReader
+
+    res = tmp_path / "res"
+    Store(res).close()
+    db = res / DB_NAME
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    _insert_running(db, "dead-local", socket.gethostname(), dead.pid, time.time() - 3600)
+    c = sqlite3.connect(db)  # an older store: schema 1, no saved_models table
+    c.execute("DROP TABLE saved_models")
+    c.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    c.commit()
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
+    before = db.read_bytes()
+
+    reader = StoreReader(res)
+    try:
+        assert [(r["run_id"], r["status"]) for r in reader.runs()] == [("dead-local", "running")]
+        assert reader.saved_model("dead-local") is None and reader.metrics("dead-local") == {}
+        assert not any(hasattr(reader, m) for m in ("start_run", "claim_run", "finish_run", "reap_stale", "transaction"))
+        with pytest.raises(sqlite3.OperationalError):  # the connection itself is read-only
+            reader.conn.execute("DELETE FROM runs")
+    finally:
+        reader.close()
+    assert db.read_bytes() == before
+    assert _rows(db, "SELECT value FROM meta WHERE key='schema_version'") == [("1",)]
+
+    store = Store(res)  # a writer migrates and reaps
+    try:
+        assert store.run("dead-local")["status"] == "interrupted" and store.schema_version() > 1
+    finally:
+        store.close()
+
+
+def test_store_reader_without_a_store_is_one_clear_error(tmp_path):
+    from snap_bench.errors import SnapBenchError
+    from snap_bench.store import StoreReader
+
+    with pytest.raises(SnapBenchError, match="no results store at"):
+        StoreReader(tmp_path / "nothing-here")
+    assert not (tmp_path / "nothing-here").exists()  # and nothing created
