@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from snap_bench import __version__
 from snap_bench.errors import SnapBenchError
 
-LIST_KINDS = ("methods", "regularizers", "entities", "models", "judges")
+LIST_KINDS = ("methods", "regularizers", "entities", "models", "judges", "settings")
 # Each module exposes add_parser(subparsers, parser_class) and keeps its heavy imports lazy.
 COMMAND_MODULES = ("snap_bench.packgen", "snap_bench.sweep", "snap_bench.nlp", "snap_bench.report",
                    "snap_bench.interact", "snap_bench.bench")
@@ -255,6 +255,7 @@ def cmd_run(args) -> int:
 
 def _listing() -> dict[str, list[dict[str, str]]]:
     from snap_bench.registry import ENTITIES, JUDGES, METHODS, MODELS, REGULARIZERS
+    from snap_bench.settings_doc import settings_rows
     from snap_bench.tasks import load_pack
 
     def doc(obj) -> str:
@@ -267,6 +268,7 @@ def _listing() -> dict[str, list[dict[str, str]]]:
         "entities": [],
         "models": [{"name": n, "description": v["description"]} for n, v in MODELS.items()],
         "judges": [{"name": n, "description": doc(c)} for n, c in JUDGES.items()],
+        "settings": settings_rows(),  # every --set key, from the config docstrings
     }
     for n in ENTITIES.names():
         pk = load_pack(n)
@@ -284,6 +286,9 @@ def cmd_list(args) -> int:
     for k in kinds:
         print(f"{k}:")
         for row in data[k]:
+            if k == "settings":  # the first sentence; --json has the whole text
+                print(f"  {row['name']:<22} cpu={row['cpu']:<13} paper={row['paper']:<13} {row['description'].split('. ')[0]}")
+                continue
             extra = row.get("description") or ", ".join(f"{s}={row[s]}" for s in ("forget", "retain", "multihop") if s in row)
             print(f"  {row['name']:<18} {extra}")
     return 0
@@ -427,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the same experiment once per seed (e.g. 0,1,2), one stored run each, then print mean ± "
                         "sample std per entity; --json prints {runs, summary}. Not with --seed")
     r.add_argument("--preset", default="cpu", help="hyper-parameter preset: cpu (default) | paper | paper-mistral")
-    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field; repeatable")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field; repeatable (`snap-bench list settings` shows them all)")
     r.add_argument("--results", default=None, metavar="DIR", help="results store directory (default: ./results)")
     r.add_argument("--max-steps", type=int, default=None, help="cap optimiser steps (0 = evaluate the untrained model)")
     r.add_argument("--eval-limit", type=int, default=None, help="cap evaluation questions per set")
@@ -442,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     r.set_defaults(func=cmd_run)
 
-    ls = sub.add_parser("list", help="list registered methods, regularizers, entities, models and judges")
+    ls = sub.add_parser("list", help="list registered methods, regularizers, entities, models, judges and the --set settings")
     ls.add_argument("kind", nargs="?", choices=LIST_KINDS)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)

@@ -149,3 +149,28 @@ def test_seed_summary_keeps_entities_apart_and_std_needs_two_values():
     assert s["b"]["UA"]["mean"] == 80.0 and s["b"]["RA"]["std"] == 0.0
     text = summary_rows("snap+swd", [0, 1], s)
     assert "15.0 ± 7.1" in text and "40.0 ± —" in text and "RA n=1" in text
+
+
+def test_the_readme_settings_table_is_the_one_the_code_generates():
+    """README's `--set` table is generated from the config docstrings; a hand edit, or a field or default
+    changed without `python -m snap_bench.settings_doc README.md`, fails here."""
+    from pathlib import Path
+
+    from snap_bench.settings_doc import readme_block, settings_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert readme_block(readme) == settings_table()
+
+
+def test_list_settings_has_every_config_field_with_its_presets_and_help(cli):
+    import dataclasses
+
+    from snap_bench.config import MethodConfig
+
+    r = cli("list", "settings", "--json")
+    assert r.code == 0, r.err
+    rows = {row["name"]: row for row in r.json["settings"]}
+    assert {f.name for f in dataclasses.fields(MethodConfig)} <= set(rows)
+    assert all(row["description"] for row in rows.values())
+    assert (rows["lr"]["cpu"], rows["lr"]["paper"], rows["batch_size"]["paper"]) == ("0.0001", "5e-05", "32")
+    assert rows["precision"]["cpu"] == "fp32" and rows["gradient_checkpointing"]["cpu"] == "true"
