@@ -306,7 +306,9 @@ def test_lora_penalty_is_computed_on_the_adapter_weights(pack_dir):
     lm = load_model("tiny-random")
     cfg = build_config(SnapMethod.config_cls, "cpu", {"batch_size": "4", "max_steps": "2", "lora_r": "2",
                                                       "lr": "1e-2", "lora_targets": "q_proj,v_proj"})
-    spy = _SeenByPenalty()
+    from snap_bench.regularizers.base import complete_regularizer
+
+    spy = complete_regularizer(_SeenByPenalty)()  # as registration would: the protocol's optional hooks filled in
     train(lm.model, lm.tokenizer, SnapMethod(cfg), spy, _data(pack_dir), cfg, 0, progress=False)
     assert spy.names and all(".lora_A." in n or ".lora_B." in n for n in spy.names)
     assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in spy.names} == {"q_proj", "v_proj"}
