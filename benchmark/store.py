@@ -192,8 +192,6 @@ class StoreReader:
         return d
 
 
-
-
 def _connect_read_only(path: Path) -> sqlite3.Connection:
     """A read-only connection. A WAL store needs its -shm file; where the folder is not writable and none
     exists, fall back to ``immutable`` (safe only because nothing can be writing such a store)."""

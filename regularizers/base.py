@@ -50,7 +50,7 @@ def complete_regularizer(cls: type) -> type:
     if not hasattr(cls, "penalty"):
         raise TypeError(f"regularizer class {cls.__name__} lacks penalty (see snap_bench.regularizers.base.Regularizer)")
     for name, default in OPTIONAL_HOOKS.items():
-        if name not in vars(cls) and not hasattr(cls, name):
+        if not hasattr(cls, name):
             setattr(cls, name, default)
     return cls
 
