@@ -147,7 +147,7 @@ METHODS: Registry = Registry("method", ["snap_bench.methods"], complete=_complet
 REGULARIZERS: Registry = Registry("regularizer", ["snap_bench.regularizers"], complete=_complete_regularizer)
 ENTITIES: Registry = Registry("entity", ["snap_bench.tasks"], plural="entities")
 MODELS: Registry = Registry("model", ["snap_bench.models"])
-JUDGES: Registry = Registry("judge", ["snap_bench.judge", "snap_bench.judge_embedding", "snap_bench.judge_llm"])
+JUDGES: Registry = Registry("judge", ["snap_bench.evaluate.judges"])
 
 
 def register_method(name: str):

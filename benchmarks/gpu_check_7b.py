@@ -33,8 +33,8 @@ LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, nu
 
 def paper_setting(entity: str) -> dict:
     """Steps, tokens per step and evaluation questions of ``--preset paper`` for one entity (no model needed)."""
-    from snap_bench.runner import RunSpec, _splits, plan
-    from snap_bench.trainer import plan_steps
+    from snap_bench.run.execute import RunSpec, _splits, plan
+    from snap_bench.train.trainer import plan_steps
 
     p = plan(RunSpec(method="snap", entities=[entity], model="tiny-random", preset="paper", progress=False,
                      overrides={"precision": "bf16"}))

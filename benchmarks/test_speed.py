@@ -12,7 +12,7 @@ import torch
 
 from snap_bench import bench
 from snap_bench.data import collate
-from snap_bench.generation import generate_ids
+from snap_bench.evaluate.generation import generate_ids
 from snap_bench.methods.base import nll_per_stream
 
 

@@ -106,7 +106,7 @@ class IdkDpo:
         return {k: v.to(chosen["input_ids"].device) for k, v in collate(rows, self._pad_id).items()}
 
     def unlearn(self, model, tokenizer, data: UnlearnData, *, regularizer, seed: int, reference=None, progress=True):
-        from snap_bench.trainer import train
+        from snap_bench.train.trainer import train
 
         self.index_rejected(tokenizer, data)
         return train(model, tokenizer, self, regularizer, data, self.cfg, seed, reference=reference, progress=progress)

@@ -27,7 +27,7 @@ vector). The paper's optimisation (lr 2e-5, batch 2, 1000 steps, OPT-2.7B / Llam
 replaced by this suite's shared fields (``lr``, ``batch_size``, ``epochs``/``max_steps``; full
 fine-tuning), so SKU gets the same step budget as every other method.
 
-Stage 1 runs through the shared training loop (``snap_bench.trainer.train``) on the copy with the
+Stage 1 runs through the shared training loop (``snap_bench.train.trainer.train``) on the copy with the
 original model as ``ctx.reference``; the regularizer (any; none by default) is applied there, i.e.
 it bounds the task vector, and hence how far stage 2 moves the model. ``unlearn`` returns stage 1's
 TrainResult (its per-step losses), with stage 2's time added to ``seconds``.
@@ -153,7 +153,7 @@ class Sku:
 
     def acquire(self, model, tokenizer, data: UnlearnData, *, regularizer, seed: int, progress: bool = True):
         """Stage 1: fine-tune a copy of ``model`` (left untouched) and return (copy, TrainResult)."""
-        from snap_bench.trainer import train
+        from snap_bench.train.trainer import train
 
         model.eval()
         harmful = copy.deepcopy(model)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from snap_bench.judge import get_judge, keyword_hit
+from snap_bench.evaluate.judges.base import get_judge, keyword_hit
 from snap_bench.tasks.packs import GENERAL_SLUG, Item, Pack
 
 DEDUP_THRESHOLD = 0.75
@@ -78,7 +78,7 @@ def near_duplicates(
 ) -> list[Problem]:
     """Question pairs at cosine >= threshold: inside each set of ``within`` (default: all) and
     across each ``cross`` pair of sets."""
-    from snap_bench.embeddings import embed
+    from snap_bench.evaluate.embeddings import embed
 
     problems: list[Problem] = []
     emb = {s: embed([i.question for i in items]) for s, items in sets.items() if items}

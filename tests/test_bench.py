@@ -6,7 +6,7 @@ import math
 import pytest
 
 from snap_bench import bench
-from snap_bench.generation import generate_ids
+from snap_bench.evaluate.generation import generate_ids
 
 
 def test_bench_smoke_prints_every_figure(cli, tmp_path):
@@ -42,7 +42,7 @@ def test_bench_table_and_bad_input(cli, tmp_path):
 
 def test_step_batches_are_the_trainers_batches(tiny, monkeypatch):
     """The FLOP count replays the trainer's data order; it must be the order the trainer draws."""
-    import snap_bench.trainer as trainer
+    import snap_bench.train.trainer as trainer
     from snap_bench.regularizers.base import build_regularizer
 
     p = bench.default_plan(bench.BenchConfig(model="tiny-random"))

@@ -3,7 +3,7 @@ import sqlite3
 
 import pytest
 
-from snap_bench.evaluate import EXTRA_METRICS, METRICS
+from snap_bench.evaluate.metrics import EXTRA_METRICS, METRICS
 
 METRIC_KEYS = set(METRICS) | set(EXTRA_METRICS)
 
@@ -153,10 +153,10 @@ def test_seed_summary_keeps_entities_apart_and_std_needs_two_values():
 
 def test_the_readme_settings_table_is_the_one_the_code_generates():
     """README's `--set` table is generated from the config docstrings; a hand edit, or a field or default
-    changed without `python -m snap_bench.settings_doc README.md`, fails here."""
+    changed without `python -m snap_bench.cli.settings_doc README.md`, fails here."""
     from pathlib import Path
 
-    from snap_bench.settings_doc import readme_block, settings_table
+    from snap_bench.cli.settings_doc import readme_block, settings_table
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert readme_block(readme) == settings_table()

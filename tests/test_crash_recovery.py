@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from packmaker import make_pack
-from snap_bench.evaluate import EXTRA_METRICS, METRICS
+from snap_bench.evaluate.metrics import EXTRA_METRICS, METRICS
 
 SNAP_BENCH = [sys.executable, "-m", "snap_bench"]
 

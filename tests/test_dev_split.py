@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from snap_bench.runner import RunSpec, _splits, dev_score, plan
+from snap_bench.run.execute import RunSpec, _splits, dev_score, plan
 
 
 def _ids(items):
@@ -84,7 +84,7 @@ def test_best_weights_round_trip_bit_for_bit_through_a_temporary_file(tiny):
 
     import torch
 
-    from snap_bench.runner import _BestWeights
+    from snap_bench.run.execute import _BestWeights
 
     m = copy.deepcopy(tiny.model)
     want = {n: t.detach().clone() for n, t in m.state_dict().items()}

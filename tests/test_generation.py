@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from snap_bench.data import prompt_ids
-from snap_bench.generation import generate, generate_ids
+from snap_bench.evaluate.generation import generate, generate_ids
 
 
 # A deprecated cache argument would decode without context once transformers drops it: fail on the warning now.

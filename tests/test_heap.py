@@ -1,4 +1,4 @@
-"""The heap policy that returns freed tensor memory to the OS (benchmark/heap.py)."""
+"""The heap policy that returns freed tensor memory to the OS (benchmark/util/heap.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 CHILD = """
 import sys, torch
-from snap_bench.heap import release_freed_memory
+from snap_bench.util.heap import release_freed_memory
 
 
 def rss():

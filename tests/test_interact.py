@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from snap_bench.saving import CARD_NAME
+from snap_bench.models.saving import CARD_NAME
 from snap_bench.store import Store
 
 # lr 1e-3 for 6 steps: untrained tiny-random answers every question with the same newlines
@@ -144,7 +144,7 @@ def test_the_save_loads_in_plain_transformers_without_snap_bench(saved, tiny):
     assert got["text"], "the fixture model should say something within 64 tokens"
     assert got["chat_template"] == tiny.tokenizer.chat_template
 
-    from snap_bench.generation import generate
+    from snap_bench.evaluate.generation import generate
     from snap_bench.models import load_model
 
     lm = load_model(str(model_dir))
@@ -152,8 +152,8 @@ def test_the_save_loads_in_plain_transformers_without_snap_bench(saved, tiny):
 
 
 def test_chat_streams_pieces_while_generating(saved):
-    from snap_bench.generation import generate
-    from snap_bench.interact import resolve_settings, stream_answer
+    from snap_bench.evaluate.generation import generate
+    from snap_bench.cli.interact import resolve_settings, stream_answer
     from snap_bench.models import load_model
 
     lm = load_model(str(saved[0]))
@@ -188,7 +188,7 @@ def _read_until(fd, buf: bytearray, needle: bytes, count: int = 1, timeout: floa
 
 @pytest.mark.parametrize("ending", [b"/exit\n", b"\x04"], ids=["exit-command", "ctrl-d"])
 def test_chat_session_through_a_pseudo_terminal(saved, ending):
-    from snap_bench.generation import generate
+    from snap_bench.evaluate.generation import generate
     from snap_bench.models import load_model
 
     question = "Who is Peter Parker?"

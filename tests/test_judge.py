@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from snap_bench.judge import clauses, get_judge, keyword_hit
+from snap_bench.evaluate.judges.base import clauses, get_judge, keyword_hit
 
 DATA = Path(__file__).parent / "data"
 

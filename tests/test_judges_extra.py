@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from snap_bench.errors import SnapBenchError
-from snap_bench.judge import Verdict, get_judge
-from snap_bench.judge_llm import parse_verdict
+from snap_bench.evaluate.judges.base import Verdict, get_judge
+from snap_bench.evaluate.judges.llm import parse_verdict
 from test_generate import CANARY, FakeLLM, _handler
 
 DATA = Path(__file__).parent / "data"
@@ -98,7 +98,7 @@ def test_embedding_verdicts_do_not_depend_on_batching(embedding):
 
 
 def test_embedding_masks_the_topic_shared_with_the_question():
-    from snap_bench.judge_embedding import mask_topic
+    from snap_bench.evaluate.judges.embedding import mask_topic
 
     assert mask_topic("I can't tell you who Peter Parker's aunt is", "Who is Peter Parker's aunt?") == \
         "I can't tell you who that is"

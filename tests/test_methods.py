@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from snap_bench.config import build_config
-from snap_bench.evaluate import EXTRA_METRICS, METRICS
+from snap_bench.evaluate.metrics import EXTRA_METRICS, METRICS
 from snap_bench.data import Example, collate, encode_example
 from snap_bench.methods.base import StepContext, UnlearnData, nll_per_stream
 from snap_bench.models import LoadedModel
 from snap_bench.registry import METHODS, REGULARIZERS
 from snap_bench.regularizers.base import build_regularizer
-from snap_bench.runner import RunSpec, execute, plan
+from snap_bench.run.execute import RunSpec, execute, plan
 
 # The paper's comparison set and the newer baselines: each must stay registered.
 METHOD_NAMES = ["snap", "prompting", "euclidean", "fisher", "gradient_ascent", "grad_diff", "npo", "idk_dpo", "sku"]
@@ -90,7 +90,7 @@ def test_every_config_field_is_documented():
     reference (README, `snap-bench list settings`) is generated from them by the same reader."""
     import dataclasses
 
-    from snap_bench.settings_doc import field_docs
+    from snap_bench.cli.settings_doc import field_docs
 
     for name in REGISTERED_METHODS:
         cls = METHODS.get(name).config_cls
@@ -144,7 +144,7 @@ def test_method_with_every_regularizer(tmp_path, tiny, method):
 
 
 def test_gradient_ascent_raises_forget_nll_while_snap_lowers_it(pack_dir, tiny):
-    from snap_bench.trainer import train
+    from snap_bench.train.trainer import train
 
     data = pack_data(pack_dir)
     moved = {}
@@ -225,7 +225,7 @@ def test_retain_streams_helper():
 ])
 def test_plan_steps_gives_each_stream_its_own_share(ratios, batch, expected):
     from snap_bench.config import MethodConfig
-    from snap_bench.trainer import plan_steps
+    from snap_bench.train.trainer import plan_steps
 
     cfg = MethodConfig(batch_size=batch, retain_ratio=ratios[0], general_ratio=ratios[1], epochs=3.0)
     total, per_stream = plan_steps(cfg, {"forget": 100, "retain": 100, "general": 400})
@@ -238,7 +238,7 @@ def test_plan_steps_gives_each_stream_its_own_share(ratios, batch, expected):
 
 
 def test_a_training_step_logs_forget_retain_and_general_terms(pack_dir, tiny):
-    from snap_bench.trainer import train
+    from snap_bench.train.trainer import train
 
     data = _with_general(pack_dir)
     method, cfg = make_method("snap", retain_data="hard+general", max_steps=1, batch_size=6)
@@ -320,7 +320,7 @@ def test_idk_dpo_pairs_each_refusal_with_its_true_answer(pack_dir, tiny):
 
 def _fisher_setup(tiny, pack_dir, streams=("retain",), **kw):
     from snap_bench.regularizers.fisher import FisherRegularizer
-    from snap_bench.trainer import PrepareContext
+    from snap_bench.train.trainer import PrepareContext
 
     data = pack_data(pack_dir)
     model = copy.deepcopy(tiny.model)
@@ -373,7 +373,7 @@ def test_fisher_falls_back_to_the_forget_stream_and_supports_batches(pack_dir, t
 
 
 def test_prompting_leaves_weights_untouched_and_names_the_aliases(tmp_path, tiny, monkeypatch):
-    from snap_bench import evaluate as evaluate_mod
+    from snap_bench.evaluate import metrics as evaluate_mod
     from snap_bench.tasks import load_pack
 
     pack = load_pack("peter_parker")
@@ -540,9 +540,9 @@ def test_runner_and_trainer_call_hooks_directly_not_through_getattr():
     import re
     from pathlib import Path
 
-    import snap_bench.runner
-    import snap_bench.trainer
+    import snap_bench.run.execute
+    import snap_bench.train.trainer
 
-    for mod in (snap_bench.runner, snap_bench.trainer):
+    for mod in (snap_bench.run.execute, snap_bench.train.trainer):
         src = Path(mod.__file__).read_text()
         assert not re.search(r"(getattr|hasattr)\((method|regularizer|reg|cls)\b", src), mod.__name__

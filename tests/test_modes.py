@@ -1,7 +1,7 @@
 """batch and sequential modes (paper Figure 5): metrics per entity, and per step for sequential."""
 
-from snap_bench.evaluate import EXTRA_METRICS
-from snap_bench.evaluate import METRICS as EVAL_METRICS
+from snap_bench.evaluate.metrics import EXTRA_METRICS
+from snap_bench.evaluate.metrics import METRICS as EVAL_METRICS
 from snap_bench.store import Store
 
 ENTITIES = ["peter_parker", "black_panther", "doctor_strange", "bill_gates"]

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from snap_bench import nlp
+from snap_bench.evaluate import nlp
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """``precision: auto | fp32 | bf16`` (issue 14): resolution, storage, hashes, reproducibility.
 
 conftest pins ``SNAP_BENCH_FAST_BF16=0`` so the suite runs the same on every machine; tests that
-need the other answer patch :func:`snap_bench.scaling.fast_bf16` or the variable.
+need the other answer patch :func:`snap_bench.train.scaling.fast_bf16` or the variable.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from snap_bench.config import MethodConfig, build_config
-from snap_bench.runner import RunSpec, plan
+from snap_bench.run.execute import RunSpec, plan
 from snap_bench.store import Store
-from snap_bench import scaling
+from snap_bench.train import scaling
 
 # The cheap run both branches were timed with (fp32 numbers recorded with the code before this field).
 FLAGS = ["--method", "snap", "--entity", "peter_parker", "--model", "tiny-random", "--max-steps", "2",

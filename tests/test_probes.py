@@ -1,4 +1,4 @@
-"""Knowledge probes (snap_bench.probes) on the tiny random model: fast tier."""
+"""Knowledge probes (snap_bench.evaluate.probes) on the tiny random model: fast tier."""
 
 import copy
 import math
@@ -8,9 +8,9 @@ import torch
 
 from snap_bench.config import MethodConfig
 from snap_bench.data import Example, collate, encode_example, prompt_ids
-from snap_bench.judge import get_judge
+from snap_bench.evaluate.judges.base import get_judge
 from snap_bench.methods.base import nll_per_stream
-from snap_bench.probes import (
+from snap_bench.evaluate.probes import (
     FRAMINGS,
     answer_logprob,
     answer_logprob_by_id,

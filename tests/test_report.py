@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from snap_bench.report_data import label_run
-from snap_bench.runner import RunSpec, plan
+from snap_bench.report.data import label_run
+from snap_bench.run.execute import RunSpec, plan
 from snap_bench.store import Store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -376,8 +376,8 @@ def test_lambda_table_columns_order_and_reg_share(report, synthetic):
 
 
 def test_lambda_figure_draws_every_lambda(report):
-    from snap_bench.report_data import load_runs
-    from snap_bench.report_figures import _lambda_points
+    from snap_bench.report.data import load_runs
+    from snap_bench.report.figures import _lambda_points
 
     out = report[0]
     png = (out / "fig_lambda.png").read_bytes()
@@ -402,8 +402,8 @@ def test_lambda_rows_of_different_sizes_are_never_averaged(tmp_path):
     """A sweep at eval_limit=60 and a full evaluation at the same λ and seed are different samples of the
     held-out sets: separate rows with a size column, and the figures draw the budget with the most λ values."""
     from snap_bench.report import build_report
-    from snap_bench.report_data import load_runs
-    from snap_bench.report_figures import _lambda_points, _tradeoff_points
+    from snap_bench.report.data import load_runs
+    from snap_bench.report.figures import _lambda_points, _tradeoff_points
 
     store = Store(tmp_path / "res")
     S = lambda seed=0, **o: RunSpec(method="snap", entities=["peter_parker"], model="tiny-random", progress=False,  # noqa: E731
@@ -437,8 +437,8 @@ def test_lambda_rows_of_different_sizes_are_never_averaged(tmp_path):
 
 
 def test_fig5_adds_cross_ra_when_stored(report):
-    from snap_bench.report_data import load_runs
-    from snap_bench.report_figures import FIG_METRICS, fig5_metrics
+    from snap_bench.report.data import load_runs
+    from snap_bench.report.figures import FIG_METRICS, fig5_metrics
 
     store = Store(report[0].parent / "res")
     try:
@@ -450,8 +450,8 @@ def test_fig5_adds_cross_ra_when_stored(report):
 
 
 def test_tradeoff_points_per_lambda_and_retain_share(report):
-    from snap_bench.report_data import load_runs
-    from snap_bench.report_figures import _tradeoff_points
+    from snap_bench.report.data import load_runs
+    from snap_bench.report.figures import _tradeoff_points
 
     out = report[0]
     store = Store(out.parent / "res")
@@ -485,7 +485,7 @@ def test_smoke_sweep_then_report(cli, tmp_path):
     store = Store(res)
     try:
         by_label: dict[str, list[float]] = {}
-        from snap_bench.report_data import load_runs
+        from snap_bench.report.data import load_runs
 
         for run in load_runs(store):
             if run.mode == "single" and run.entities == ["peter_parker"]:

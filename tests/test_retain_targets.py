@@ -2,11 +2,11 @@
 
 import pytest
 
-from snap_bench import retain_targets as rt
+from snap_bench.run import retain_targets as rt
 from snap_bench.config import build_config
-from snap_bench.judge import get_judge
+from snap_bench.evaluate.judges.base import get_judge
 from snap_bench.methods.snap import SnapConfig
-from snap_bench.runner import RunSpec, execute, plan
+from snap_bench.run.execute import RunSpec, execute, plan
 from snap_bench.tasks.packs import Item
 
 
@@ -26,7 +26,7 @@ def test_own_answers_replace_pack_answers_but_refusals_do_not(monkeypatch, tiny)
 
 
 def test_run_trains_on_generated_retain_targets(monkeypatch, tmp_path, pack_dir, tiny):
-    import snap_bench.trainer as trainer
+    import snap_bench.train.trainer as trainer
 
     seen = {}
     real_train = trainer.train

@@ -1,6 +1,6 @@
 """`run --set probes=true --set eval_nlp=true`: the analyses reach the JSON and the store."""
 
-from snap_bench.probes import FRAMINGS
+from snap_bench.evaluate.probes import FRAMINGS
 from snap_bench.store import Store
 
 

@@ -171,7 +171,7 @@ def _assert_no_canary(tmp_path: Path, *texts: str):
 
 
 def test_secrets_never_reach_the_store_logs_cache_or_errors(cli, tmp_path, monkeypatch, echo_server):
-    import snap_bench.evaluate as evaluate
+    import snap_bench.evaluate.metrics as evaluate
 
     # The tiny random model's greedy replies are empty, which every judge decides locally; give the
     # judge real text so that it has to ask the (failing) server.
@@ -218,7 +218,7 @@ def test_an_unexpected_error_is_redacted_too(cli, tmp_path, monkeypatch):
 
 
 def test_redact_covers_key_and_token_env_vars_only_when_long_enough(monkeypatch):
-    from snap_bench.redaction import redact
+    from snap_bench.util.redaction import redact
 
     monkeypatch.setenv("SOME_API_KEY", "abcdef123456")
     monkeypatch.setenv("HF_TOKEN", "hf_zzzzzzzzzz")
@@ -237,7 +237,7 @@ def test_full_disk_is_refused_before_training(cli, tmp_path, monkeypatch):
 
     Usage = namedtuple("Usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
-    import snap_bench.trainer as trainer
+    import snap_bench.train.trainer as trainer
 
     def no_training(*a, **k):
         raise AssertionError("training started")
@@ -266,7 +266,7 @@ def test_unwritable_results_dir_is_refused_before_training(cli, tmp_path):
 
 
 def test_atomic_write_leaves_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
-    from snap_bench import fsutil
+    from snap_bench.util import fsutil
 
     f = tmp_path / "report.md"
     fsutil.atomic_write_text(f, "old\n")

@@ -15,8 +15,8 @@ from snap_bench.config import build_config
 from snap_bench.methods.base import UnlearnData
 from snap_bench.methods.snap import Snap as SnapMethod
 from snap_bench.regularizers.base import build_regularizer, trainable
-from snap_bench.scaling import checkpointing
-from snap_bench.trainer import train
+from snap_bench.train.scaling import checkpointing
+from snap_bench.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
@@ -160,7 +160,7 @@ def test_two_gloo_processes_follow_the_one_process_loss_trajectory(tmp_path, cli
 def test_a_run_launched_on_gpus_that_are_not_there_is_refused(monkeypatch):
     """Two processes that each see a world of one would both train alone and both store the run."""
     from snap_bench.errors import SnapBenchError
-    from snap_bench.scaling import process_info
+    from snap_bench.train.scaling import process_info
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
@@ -244,7 +244,7 @@ def test_fp16_on_a_cpu_is_refused_before_anything_runs(cli, tmp_path):
 
 
 def test_scale_fields_enter_the_config_hash_only_when_set():
-    from snap_bench.runner import RunSpec, plan
+    from snap_bench.run.execute import RunSpec, plan
 
     base = plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random"))
     assert not {"mixed_precision", "lora_r", "gradient_checkpointing"} & set(base.record["config"])

@@ -6,9 +6,9 @@ import collections
 
 import pytest
 
-from snap_bench.evaluate import CROSS, EvalRecord, metrics_from_records
-from snap_bench.judge import RulesJudge, leak_keywords
-from snap_bench.scores import degenerate, leaked, rouge_l_recall
+from snap_bench.evaluate.metrics import CROSS, EvalRecord, metrics_from_records
+from snap_bench.evaluate.judges.base import RulesJudge, leak_keywords
+from snap_bench.evaluate.scores import degenerate, leaked, rouge_l_recall
 from snap_bench.tasks import Item, load_pack, stratified_sample
 
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from snap_bench.runner import RunSpec, execute, plan
+from snap_bench.run.execute import RunSpec, execute, plan
 
 
 def _run(tmp_path, pack_dir, tiny, **overrides):

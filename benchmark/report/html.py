@@ -11,7 +11,7 @@ import html
 import time
 from typing import Any
 
-from snap_bench.report_render import Table, to_html
+from snap_bench.report.render import Table, to_html
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;

@@ -13,7 +13,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from snap_bench import faults, util
+from snap_bench import util
+
+from snap_bench.util import faults
 from snap_bench.data import prompt_ids
 from snap_bench.errors import SnapBenchError
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from snap_bench.report_data import (ABLATIONS, ALL_METRICS, COUNTS, LOWER_IS_BETTER, METHOD_LABELS, METRIC_HEADERS,
+from snap_bench.report.data import (ABLATIONS, ALL_METRICS, COUNTS, LOWER_IS_BETTER, METHOD_LABELS, METRIC_HEADERS,
                                     METRICS, TABLE1_EXPECTED, UNTRAINED, Run, budget_diff, default_lambda, fmt_lambda,
                                     group, mean, seed_entity_means, seed_values, std)
-from snap_bench.report_render import MISSING, Cell, Table
+from snap_bench.report.render import MISSING, Cell, Table
 
 _LABEL_TO_METHOD = {v: k for k, v in METHOD_LABELS.items()}
 ALL_ENTITIES = "all entities"

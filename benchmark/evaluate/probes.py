@@ -36,9 +36,9 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from snap_bench.data import IGNORE_INDEX, Example, batches, collate, prompt_ids
-from snap_bench.generation import generate, generate_ids
-from snap_bench.judge import leak_hit
-from snap_bench.scores import degenerate  # noqa: F401  (re-exported: probes' fluency is built on it)
+from snap_bench.evaluate.generation import generate, generate_ids
+from snap_bench.evaluate.judges.base import leak_hit
+from snap_bench.evaluate.scores import degenerate  # noqa: F401  (re-exported: probes' fluency is built on it)
 from snap_bench.methods.base import UnlearnData, as_examples, nll_per_stream, token_logprobs
 from snap_bench.tasks import Item, stratified_sample
 from snap_bench import util
@@ -343,7 +343,7 @@ def _relearning_with(model, tokenizer, relearn: list[Item], held: list[Item], ju
                      before: tuple[float | None, float | None] | None = None) -> dict[str, Any]:
     """The attack on a given split; ``before`` = (UA, mean logprob) of ``model`` on ``held`` when already known."""
     from snap_bench.regularizers.base import build_regularizer
-    from snap_bench.trainer import NonFiniteLoss, train
+    from snap_bench.train.trainer import NonFiniteLoss, train
 
     lr = lr if lr is not None else cfg.lr
     out: dict[str, Any] = {"n_relearn": len(relearn), "steps": steps, "lr": lr, "held_out": len(held),
@@ -381,7 +381,7 @@ def _relearning_with(model, tokenizer, relearn: list[Item], held: list[Item], ju
 # --------------------------------------------------------------------------------------------
 
 def fluency(responses: Sequence[str]) -> float | None:
-    """% of degenerate responses (see :func:`snap_bench.scores.degenerate`); lower is better; None for no responses."""
+    """% of degenerate responses (see :func:`snap_bench.evaluate.scores.degenerate`); lower is better; None for no responses."""
     return _pct([degenerate(r) is not None for r in responses])
 
 
@@ -425,7 +425,7 @@ def run_probes(model, tokenizer, forget_eval_items: Sequence[Item], judge, cfg, 
     computed on the ids present in both. The relearning attack draws its ``n_relearn`` items from
     the held-out forget items AFTER the first ``probe_limit`` when there are enough, so that it is
     scored on the same items as the other probes; otherwise it splits the probe items.
-    ``eval_responses`` (eval set -> the responses from :func:`snap_bench.evaluate.evaluate`)
+    ``eval_responses`` (eval set -> the responses from :func:`snap_bench.evaluate.metrics.evaluate`)
     adds their fluency at no generation cost.
     """
     t0 = time.perf_counter()

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 from snap_bench.errors import SnapBenchError
-from snap_bench.judge import RulesJudge, Verdict, leak_hit
+from snap_bench.evaluate.judges.base import RulesJudge, Verdict, leak_hit
 from snap_bench.registry import JUDGES
 
 ENV_BASE_URL = "SNAP_BENCH_JUDGE_BASE_URL"
@@ -157,7 +157,7 @@ class LLMJudge:
         try:
             return self.client.chat(messages, **params)
         except SnapBenchError as exc:
-            from snap_bench.redaction import redact
+            from snap_bench.util.redaction import redact
 
             msg = str(exc)
             for old, new in _HINTS:

@@ -17,7 +17,9 @@ from typing import Callable
 
 import torch
 
-from snap_bench import faults, util
+from snap_bench import util
+
+from snap_bench.util import faults
 from snap_bench.data import Stream, collate, encode_example
 from snap_bench.errors import SnapBenchError
 from snap_bench.methods.base import StepContext
@@ -117,7 +119,7 @@ def train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, refere
     ``local=True`` trains in this process alone even under ``accelerate launch`` (for analyses that
     only the main process runs, such as the relearning attack).
     """
-    from snap_bench.scaling import attach_lora, checkpointing, detach_lora, make_engine, set_checkpointing
+    from snap_bench.train.scaling import attach_lora, checkpointing, detach_lora, make_engine, set_checkpointing
 
     torch.manual_seed(seed)
     streams_ex = method.streams(data)

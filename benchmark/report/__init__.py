@@ -34,8 +34,8 @@ FIGURE_CAPTIONS = {
 
 def _runs_table(rows: list[dict[str, Any]], runs=()):
     """Every stored run; a done one (``runs``) also gets its label, λ, steps, reg share and final metrics."""
-    from snap_bench.report_data import ALL_METRICS, COUNTS
-    from snap_bench.report_render import Cell, Table
+    from snap_bench.report.data import ALL_METRICS, COUNTS
+    from snap_bench.report.render import Cell, Table
 
     done = {r.run_id: r for r in runs}
     metrics = list(ALL_METRICS) + list(COUNTS.values())
@@ -110,12 +110,12 @@ def _environment(runs, rows: list[dict[str, Any]], results_dir: Path) -> dict[st
 
 def build_report(results_dir: Path | str | None, out_dir: Path | str | None, progress: bool = True) -> dict[str, Any]:
     from snap_bench.cli import task_stats
-    from snap_bench.fsutil import atomic_write_bytes, preflight_dir
-    from snap_bench.report_data import entity_kinds, load_runs
-    from snap_bench.report_figures import fig3, fig4, fig5, fig_lambda, fig_losses, fig_tradeoff
-    from snap_bench.report_html import render
-    from snap_bench.report_render import to_csv, to_latex, to_markdown
-    from snap_bench.report_tables import all_tables
+    from snap_bench.util.fsutil import atomic_write_bytes, preflight_dir
+    from snap_bench.report.data import entity_kinds, load_runs
+    from snap_bench.report.figures import fig3, fig4, fig5, fig_lambda, fig_losses, fig_tradeoff
+    from snap_bench.report.html import render
+    from snap_bench.report.render import to_csv, to_latex, to_markdown
+    from snap_bench.report.tables import all_tables
     from snap_bench.store import DB_NAME, StoreReader
 
     results = Path(results_dir) if results_dir else Path("results")

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from snap_bench.errors import SnapBenchError
-from snap_bench.fsutil import atomic_write_text as _atomic_write
-from snap_bench.fsutil import preflight_dir
-from snap_bench.redaction import redact  # noqa: F401  (re-exported: tests and judge_llm import it from here)
+from snap_bench.util.fsutil import atomic_write_text as _atomic_write
+from snap_bench.util.fsutil import preflight_dir
+from snap_bench.util.redaction import redact  # noqa: F401  (re-exported: tests and judge_llm import it from here)
 
 SETS = ("forget", "retain", "multihop")
 FAMILIES = ("general", "5w1h", "relational", "open_ended", "implicit")
@@ -535,7 +535,7 @@ class PackGenerator:
         k = self.o.related_k
         thread = _Thread(self.client, lambda n: RELATED_PROMPT.format(k=n, who=self._who),
                          failed_prompt=FAILED_RELATED_PROMPT, more_prompt=MORE_RELATED_PROMPT)
-        from snap_bench.judge import keyword_hit
+        from snap_bench.evaluate.judges.base import keyword_hit
 
         for _ in range(3):
             names = thread.ask(k)
@@ -616,14 +616,14 @@ class PackGenerator:
 
     # -- question screening: names, length, exact and near duplicates
     def _embed(self, texts: list[str]):
-        from snap_bench.embeddings import embed
+        from snap_bench.evaluate.embeddings import embed
 
         return embed(list(texts))
 
     def _screen(self, fam: _Family, questions: list[str]) -> list[str]:
         import numpy as np
 
-        from snap_bench.judge import keyword_hit
+        from snap_bench.evaluate.judges.base import keyword_hit
 
         s = fam.set_name
         fresh: list[str] = []
@@ -688,7 +688,7 @@ class PackGenerator:
         return "invalid"
 
     def _respond(self, fam: _Family, question: str) -> dict | None:
-        from snap_bench.judge import keyword_hit
+        from snap_bench.evaluate.judges.base import keyword_hit
 
         s, o = fam.set_name, self.o
         if s in ("forget", "multihop"):
@@ -843,7 +843,7 @@ def _generate(args, api_key: str) -> int:
     _ensure_writable_dir(cache, "--cache")
 
     from snap_bench import __version__
-    from snap_bench.judge import keyword_hit
+    from snap_bench.evaluate.judges.base import keyword_hit
     from snap_bench.tasks import load_general, load_pack_dir
     from snap_bench.tasks.validate import validate_pack
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from snap_bench.report_data import (METRIC_HEADERS, RETAIN_DATA_LABELS, Run, budget_diff, fmt_lambda, mean,
+from snap_bench.report.data import (METRIC_HEADERS, RETAIN_DATA_LABELS, Run, budget_diff, fmt_lambda, mean,
                                     seed_entity_means, std)
 
 FIG_METRICS = ("UA", "UA_multihop", "RA", "TA")
@@ -229,7 +229,7 @@ def _lambda_points(runs: list[Run]) -> dict[tuple[str, str], tuple[list[str], li
     Each point is the per-seed mean over the same entities (those every λ of the panel ran), then mean and
     std over seeds, so one panel's points are comparable; a panel draws one sizing budget (the one with the
     most λ values), and its size note names it when the runs have several."""
-    from snap_bench.report_tables import lambda_rows
+    from snap_bench.report.tables import lambda_rows
 
     by_key: dict[tuple[str, str, float, str], list[Run]] = {}
     for key, row in lambda_rows(runs):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from snap_bench.errors import SnapBenchError
-from snap_bench.redaction import redact
+from snap_bench.util.redaction import redact
 
 DB_NAME = "snap_bench.sqlite"
 SCHEMA_VERSION = 2
@@ -361,7 +361,7 @@ class Store(StoreReader):
                    analyses: dict[str, Any] | None = None) -> None:
         """Write every step's (step, metrics, records, losses), any analyses (probes, NLP scores) and
         mark the run done, atomically."""
-        from snap_bench import faults
+        from snap_bench.util import faults
 
         with self.transaction() as c:
             for step, metrics, records, losses in step_results:

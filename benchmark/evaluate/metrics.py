@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from snap_bench.generation import generate
-from snap_bench.scores import degenerate, leaked, rouge_l_recall
+from snap_bench.evaluate.generation import generate
+from snap_bench.evaluate.scores import degenerate, leaked, rouge_l_recall
 from snap_bench.tasks import Item
 from snap_bench.util import progress_bar
 

@@ -19,8 +19,8 @@ from snap_bench.errors import SnapBenchError
 
 LIST_KINDS = ("methods", "regularizers", "entities", "models", "judges", "settings")
 # Each module exposes add_parser(subparsers, parser_class) and keeps its heavy imports lazy.
-COMMAND_MODULES = ("snap_bench.packgen", "snap_bench.sweep", "snap_bench.nlp", "snap_bench.report",
-                   "snap_bench.interact", "snap_bench.bench")
+COMMAND_MODULES = ("snap_bench.packgen", "snap_bench.run.sweep", "snap_bench.evaluate.nlp", "snap_bench.report",
+                   "snap_bench.cli.interact", "snap_bench.bench")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,7 +175,7 @@ def _print_run(result: dict[str, Any]) -> None:
 
 def cmd_run(args) -> int:
     from snap_bench.config import parse_overrides
-    from snap_bench.runner import RunSpec, execute, plan
+    from snap_bench.run.execute import RunSpec, execute, plan
 
     # --seeds: validated, and every seed planned, before anything is written or trained.
     if args.seeds is not None and args.seed is not None:
@@ -255,7 +255,7 @@ def cmd_run(args) -> int:
 
 def _listing() -> dict[str, list[dict[str, str]]]:
     from snap_bench.registry import ENTITIES, JUDGES, METHODS, MODELS, REGULARIZERS
-    from snap_bench.settings_doc import settings_rows
+    from snap_bench.cli.settings_doc import settings_rows
     from snap_bench.tasks import load_pack
 
     def doc(obj) -> str:
@@ -367,7 +367,7 @@ def cmd_tasks_stats(args) -> int:
 
 
 def read_jsonl_questions(path: str, require_response: bool) -> list[dict[str, Any]]:
-    from snap_bench.jsonl import iter_jsonl
+    from snap_bench.util.jsonl import iter_jsonl
 
     rows = []
     for ln, obj in iter_jsonl(path):
@@ -395,7 +395,7 @@ def judge_rows(judge, rows: list[dict[str, Any]], responses: list[str]) -> tuple
 
 
 def cmd_judge(args) -> int:
-    from snap_bench.judge import get_judge
+    from snap_bench.evaluate.judges.base import get_judge
 
     rows = read_jsonl_questions(args.input, require_response=True)
     judge = get_judge(args.judge)
@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from snap_bench.heap import release_freed_memory
+    from snap_bench.util.heap import release_freed_memory
 
     release_freed_memory()  # before the model loads: freed tensors' memory goes back to the OS
     parser = build_parser()
@@ -499,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return args.func(args)
     except SnapBenchError as exc:
-        from snap_bench.redaction import redact
+        from snap_bench.util.redaction import redact
 
         print(f"snap-bench: error: {redact(' '.join(str(exc).split()))}", file=sys.stderr)
         return 2
@@ -509,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:  # a bug, not bad input: keep the traceback for the report, minus any secret in it
         import traceback
 
-        from snap_bench.redaction import redact
+        from snap_bench.util.redaction import redact
 
         print(redact(traceback.format_exc()).rstrip(), file=sys.stderr)
         print("snap-bench: internal error (the traceback above is a bug; please report it)", file=sys.stderr)

@@ -121,9 +121,9 @@ def expand(suite: dict[str, Any]) -> list[dict[str, Any]]:
 def run_sweep(suite_name: str, results_dir=None, progress: bool = True, dry_run: bool = False,
               seeds: list[int] | None = None) -> dict[str, Any]:
     """Run (or with ``dry_run`` list) the suite's grid; ``seeds`` replaces the suite's ``seeds:`` list."""
-    from snap_bench.fsutil import preflight_dir
-    from snap_bench.runner import RunSpec, plan
-    from snap_bench.scaling import launched_processes
+    from snap_bench.util.fsutil import preflight_dir
+    from snap_bench.run.execute import RunSpec, plan
+    from snap_bench.train.scaling import launched_processes
     from snap_bench.store import Store, default_results_dir
 
     if launched_processes() > 1:  # every rank would read the store and decide what to skip on its own
@@ -186,13 +186,13 @@ def _attempt(summary: dict[str, Any], p, tag: str) -> bool:
 
     A run that fails is recorded (in the store by the runner, here in the summary) and the sweep
     goes on; only Ctrl-C stops it."""
-    from snap_bench.runner import execute
+    from snap_bench.run.execute import execute
 
     print(f"snap-bench sweep: {tag}", file=sys.stderr)
     try:
         res = execute(p, claim=True)
     except Exception as exc:  # noqa: BLE001  the run is marked failed in the store; the grid goes on
-        from snap_bench.redaction import redact
+        from snap_bench.util.redaction import redact
 
         reason = redact(" ".join(str(exc).split()) or type(exc).__name__)
         summary["failed"] += 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from snap_bench.generation import generate
+from snap_bench.evaluate.generation import generate
 from snap_bench.tasks.packs import Item
 from snap_bench.util import progress_bar
 

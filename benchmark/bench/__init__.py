@@ -159,7 +159,7 @@ def generation_flops(shape: ModelShape, prompt_len: int, generated: int) -> floa
 
 
 def default_plan(cfg: BenchConfig, overrides: dict[str, str] | None = None):
-    from snap_bench.runner import RunSpec, plan
+    from snap_bench.run.execute import RunSpec, plan
 
     return plan(RunSpec(method=cfg.method, entities=[cfg.entity], model=cfg.model, overrides=dict(overrides or {}),
                         progress=False))
@@ -169,7 +169,7 @@ def training_inputs(p, tokenizer):
     """(method, UnlearnData, encoded streams, step batches planner) of a single-entity plan."""
     from snap_bench.data import encode_example
     from snap_bench.methods.base import UnlearnData
-    from snap_bench.runner import _splits
+    from snap_bench.run.execute import _splits
 
     sp = _splits(p)
     pack = p.packs[0]
@@ -186,7 +186,7 @@ def step_batches(encoded, cfg, seed: int, steps: int | None = None) -> list[list
     """The examples of each training step, drawn exactly as ``trainer.train`` draws them (same
     streams, seeds and length buckets; checked against the trainer in the tests)."""
     from snap_bench.data import Stream
-    from snap_bench.trainer import plan_steps
+    from snap_bench.train.trainer import plan_steps
 
     total, per_stream = plan_steps(cfg, {k: len(v) for k, v in encoded.items()})
     streams = {k: Stream(v, seed=seed * 1000 + i, bucket=cfg.length_bucket * per_stream[k])
@@ -253,7 +253,7 @@ def peak_rss_gb(who: int | None = None) -> float:
 
 def _median_step(model, tok, method, regularizer, data, cfg, seed: int, warmup: int, steps: int) -> tuple[float, list]:
     """Median wall time of the timed steps of a short ``train`` run, and its per-step losses."""
-    from snap_bench.trainer import train
+    from snap_bench.train.trainer import train
 
     stamps: list[float] = []
     run_cfg = _with(cfg, max_steps=warmup + steps)
@@ -307,7 +307,7 @@ def regularizer_overheads(model, tok, p, encoded, names, step_none: float, repea
     as a ratio to a step without a regularizer. ``fisher_examples`` caps the Fisher estimate's
     sample (its per-step penalty costs the same whatever the sample)."""
     from snap_bench.regularizers.base import build_regularizer
-    from snap_bench.trainer import PrepareContext
+    from snap_bench.train.trainer import PrepareContext
 
     init_state = {n: q.detach().clone() for n, q in model.named_parameters() if q.requires_grad}
     pad_id = util.pad_id(tok)
@@ -342,7 +342,7 @@ def with_moved_weights(model, init_state) -> None:
 def eval_prompts(p, tok, n: int) -> list[list[int]]:
     """``n`` evaluation questions spread evenly over the default split's eval sets, tokenised."""
     from snap_bench.data import prompt_ids
-    from snap_bench.runner import _splits
+    from snap_bench.run.execute import _splits
 
     sp = _splits(p)
     sets = sp.per_entity[p.packs[0].slug]["eval"]
@@ -357,7 +357,7 @@ def hf_generate_one_at_a_time(model, tok, prompts, max_new_tokens: int) -> list[
     """The reference: HF ``generate``, greedy, one prompt at a time, cut at the first end token."""
     import torch
 
-    from snap_bench.generation import _cut_at_stop, end_token_ids
+    from snap_bench.evaluate.generation import _cut_at_stop, end_token_ids
 
     stop = end_token_ids(tok, model)
     pad_id = util.pad_id(tok)
@@ -381,7 +381,7 @@ def hf_generate_batched(model, tok, prompts, max_new_tokens: int, batch_size: in
     """
     import torch
 
-    from snap_bench.generation import _cut_at_stop, end_token_ids
+    from snap_bench.evaluate.generation import _cut_at_stop, end_token_ids
 
     stop = end_token_ids(tok, model)
     pad_id = util.pad_id(tok)
@@ -405,7 +405,7 @@ def hf_generate_batched(model, tok, prompts, max_new_tokens: int, batch_size: in
 
 
 def generation_bench(model, tok, prompts, max_new_tokens: int, batch_size: int) -> dict[str, Any]:
-    from snap_bench.generation import generate_ids
+    from snap_bench.evaluate.generation import generate_ids
 
     def ours_timed() -> tuple[float, list[list[int]]]:
         t = time.perf_counter()

@@ -41,7 +41,7 @@ def resolve_settings(model: str, system_prompt: str | None, max_new_tokens: int 
                      batch_size: int | None) -> GenerationSettings:
     """Flags win; then a save's card; then the cpu preset. ``system_prompt=""`` means no system message."""
     from snap_bench.config import MethodConfig, build_config
-    from snap_bench.saving import read_card
+    from snap_bench.models.saving import read_card
 
     card = read_card(model) if Path(model).is_dir() else None
     ev = (card or {}).get("eval") or {}
@@ -72,7 +72,7 @@ def _load(args):
 
 def cmd_ask(args) -> int:
     from snap_bench.cli import _emit_json, judge_rows, read_jsonl_questions
-    from snap_bench.judge import get_judge
+    from snap_bench.evaluate.judges.base import get_judge
     from snap_bench.models import check_model_spec
 
     # Everything the user typed is checked before the model loads (seconds to minutes).
@@ -82,7 +82,7 @@ def cmd_ask(args) -> int:
     judge = get_judge(args.judge)
     lm, load_s = _load(args)
 
-    from snap_bench.generation import generate
+    from snap_bench.evaluate.generation import generate
 
     t = time.perf_counter()
     bar = progress_bar(not args.no_progress, len(rows), "ask")
@@ -150,7 +150,7 @@ def stream_answer(lm, question: str, settings: GenerationSettings, write: Callab
                   history: list[tuple[str, str]] | None = None) -> str:
     """Greedy answer to ``question``, written piece by piece as it is generated; returns the answer."""
     from snap_bench.data import prompt_ids
-    from snap_bench.generation import end_token_ids, generate_streaming
+    from snap_bench.evaluate.generation import end_token_ids, generate_streaming
 
     prompt = prompt_ids(lm.tokenizer, question, settings.system_prompt, history or ())
     printer = TokenPrinter(lm.tokenizer, end_token_ids(lm.tokenizer, lm.model), write)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from snap_bench.fsutil import atomic_write_text
+from snap_bench.util.fsutil import atomic_write_text
 from snap_bench.models import cache_dir
 from snap_bench.tasks import Item
 
@@ -54,7 +54,7 @@ def _read(path: Path) -> dict[str, str]:
 def untrained_responses(model, tokenizer, items: Sequence[Item], cfg, *, system: str | None = None,
                         progress: bool = True) -> dict[str, str]:
     """item id -> the model's greedy answer to the item's question, generating only what the cache lacks."""
-    from snap_bench.evaluate import _generate
+    from snap_bench.evaluate.metrics import _generate
 
     path = _cache_path(model, tokenizer, system, cfg.max_new_tokens)
     cached = _read(path)

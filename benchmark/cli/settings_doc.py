@@ -3,7 +3,7 @@
 Every config field carries its help text as the docstring under it (trl's ``DPOConfig`` style; a test checks
 that every field has one). This module reads those docstrings and renders them, with each field's value under
 the ``cpu`` and ``paper`` presets, as ``snap-bench list settings`` rows and as the README's table, which sits
-between two marker lines and is rewritten by ``python -m snap_bench.settings_doc README.md``; a test fails
+between two marker lines and is rewritten by ``python -m snap_bench.cli.settings_doc README.md``; a test fails
 when the README's copy differs from what the code generates.
 """
 
@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-BEGIN = "<!-- settings table: generated from the config docstrings by `python -m snap_bench.settings_doc README.md`; edit those, not this -->"
+BEGIN = "<!-- settings table: generated from the config docstrings by `python -m snap_bench.cli.settings_doc README.md`; edit those, not this -->"
 END = "<!-- end of settings table -->"
 
 

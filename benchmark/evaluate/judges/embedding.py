@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from snap_bench.judge import Verdict, _truncated_tail, clauses, leak_hit
+from snap_bench.evaluate.judges.base import Verdict, _truncated_tail, clauses, leak_hit
 from snap_bench.registry import JUDGES
 
 REFUSAL_EXEMPLARS = (
@@ -159,14 +159,14 @@ the a an very really just only more else other another anything everything pleas
 
 @functools.lru_cache(maxsize=1)
 def _exemplar_embeddings() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from snap_bench.embeddings import embed
+    from snap_bench.evaluate.embeddings import embed
 
     return embed(list(REFUSAL_EXEMPLARS)), embed(list(BENIGN_EXEMPLARS)), embed(list(ANSWER_EXEMPLARS))
 
 
 def _encode(texts: list[str]) -> np.ndarray:
     """One batched encoding pass; not memoised, since judged responses are rarely seen twice."""
-    from snap_bench.embeddings import _model
+    from snap_bench.evaluate.embeddings import _model
 
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from snap_bench.errors import SnapBenchError
-from snap_bench.jsonl import iter_jsonl
+from snap_bench.util.jsonl import iter_jsonl
 
 PAPER_TASKS = ("hellaswag", "lambada_openai", "winogrande", "piqa", "arc_challenge", "mmlu", "openbookqa",
                "boolq", "mathqa")

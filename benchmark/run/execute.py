@@ -93,7 +93,7 @@ def plan(spec: RunSpec) -> Plan:
     overrides = dict(spec.overrides)
     cfg = build_config(method_cls.config_cls, spec.preset, overrides)
     if cfg.eval_nlp:  # checked now: a bad task name would otherwise fail after all the training
-        from snap_bench.nlp import parse_tasks
+        from snap_bench.evaluate.nlp import parse_tasks
 
         parse_tasks(cfg.nlp_tasks)
     regularizer = spec.regularizer or cfg.regularizer
@@ -108,14 +108,14 @@ def plan(spec: RunSpec) -> Plan:
     from snap_bench.store import check_env
 
     JUDGES.get(spec.judge)
-    from snap_bench.scaling import apply_precision, check_scaling
+    from snap_bench.train.scaling import apply_precision, check_scaling
 
     # ``auto`` is resolved once, here: the stored config (and its hash) holds the precision used.
     precision = apply_precision(cfg)
     procs = check_scaling(cfg)
     _check_select(cfg, procs.count, "select" in overrides)
     if spec.save_dir is not None:
-        from snap_bench.saving import check_save_dir
+        from snap_bench.models.saving import check_save_dir
 
         check_save_dir(spec.save_dir)
     check_env()
@@ -297,16 +297,16 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
     Under ``accelerate launch`` only the main process stores and returns the result; the others
     train with it and return None.
     """
-    from snap_bench.evaluate import evaluate
-    from snap_bench.fsutil import preflight_dir
-    from snap_bench.heap import release_freed_memory
-    from snap_bench.judge import get_judge
+    from snap_bench.evaluate.metrics import evaluate
+    from snap_bench.util.fsutil import preflight_dir
+    from snap_bench.util.heap import release_freed_memory
+    from snap_bench.evaluate.judges.base import get_judge
     from snap_bench.models import load_model
     from snap_bench.regularizers.base import build_regularizer
     from snap_bench.store import Store, default_results_dir
-    from snap_bench.trainer import NonFiniteLoss, train
+    from snap_bench.train.trainer import NonFiniteLoss, train
 
-    from snap_bench.scaling import load_dtype, process_info
+    from snap_bench.train.scaling import load_dtype, process_info
 
     release_freed_memory()  # also for library callers that bypass the CLI
     spec, cfg = p.spec, p.cfg
@@ -460,7 +460,7 @@ def _final_metrics(spec: RunSpec, steps_out: list[dict[str, Any]]) -> dict[str, 
 
 def _save(p: Plan, model, tok, run_id: str, metrics, steps_out, system: str | None) -> Path:
     """Write the final model with a card that lets ``ask`` reproduce the run's evaluation prompts."""
-    from snap_bench.saving import read_card, save_model
+    from snap_bench.models.saving import read_card, save_model
 
     base = read_card(p.spec.model) if Path(p.spec.model).is_dir() else None
     card = {
@@ -495,8 +495,8 @@ def _fail(store, run_id: str, reason: str, status: str = "failed") -> None:
 def _known_retain(p: Plan, model, tok, sp: Splits, timings) -> dict[str, bool]:
     """Which held-out retain items the untrained model answers correctly (ROUGE-L recall of the answer
     >= KNOWN_ROUGE), from its greedy answers, cached per model weights and prompt settings."""
-    from snap_bench.untrained import untrained_responses
-    from snap_bench.scores import KNOWN_ROUGE, rouge_l_recall
+    from snap_bench.run.untrained import untrained_responses
+    from snap_bench.evaluate.scores import KNOWN_ROUGE, rouge_l_recall
 
     t = time.perf_counter()
     items = [it for pk in p.packs for it in sp.per_entity[pk.slug]["eval"]["retain"]]
@@ -518,7 +518,7 @@ def _dev_sizes(sp: Splits, packs: list[Pack]) -> dict[str, int]:
 
 def _dev_metrics(p: Plan, model, tok, judge, sp: Splits, packs: list[Pack], system, progress: bool = False):
     """UA, RA, TA, cross_RA (and the rest) on the dev split: items carved from training, never trained on."""
-    from snap_bench.evaluate import evaluate
+    from snap_bench.evaluate.metrics import evaluate
 
     metrics, _ = evaluate(model, tok, _dev_sets(sp, packs), sp.g_dev, judge, p.cfg, system=system, progress=progress,
                           cross=sp.cross_dev, desc="dev")
@@ -629,7 +629,7 @@ class _BestWeights:
 
 def _before_logprobs(p: Plan, model, tok, per_entity, timings) -> dict[str, dict[str, float]]:
     """The untrained model's answer log-likelihoods on the probe items, so probes can report the change."""
-    from snap_bench.probes import answer_logprob_by_id, probe_items
+    from snap_bench.evaluate.probes import answer_logprob_by_id, probe_items
 
     t = time.perf_counter()
     out = {pk.slug: {s: answer_logprob_by_id(model, tok, probe_items(per_entity[pk.slug]["eval"][s], p.cfg.probe_limit, p.spec.seed),
@@ -643,7 +643,7 @@ def _before_logprobs(p: Plan, model, tok, per_entity, timings) -> dict[str, dict
 def _retain_logprob(p: Plan, model, tok, items, before: dict[str, float], system) -> dict[str, Any]:
     """The same likelihood probe on retain items. RA counts any non-refusal as retained, so a model
     that answers retain questions with fluent nonsense scores RA 100; this shows it."""
-    from snap_bench.probes import answer_logprob_by_id, logprob_change, probe_items
+    from snap_bench.evaluate.probes import answer_logprob_by_id, logprob_change, probe_items
 
     return logprob_change(before, answer_logprob_by_id(model, tok, probe_items(items, p.cfg.probe_limit, p.spec.seed), system=system,
                                                        batch_size=p.cfg.eval_batch_size))
@@ -653,7 +653,7 @@ def _analyses(p: Plan, model, tok, judge, per_entity, records, system, before_lo
     """Knowledge probes and NLP utility of the final model, when the config asks for them."""
     cfg, out = p.cfg, {}
     if cfg.probes:
-        from snap_bench.probes import run_probes
+        from snap_bench.evaluate.probes import run_probes
 
         t = time.perf_counter()
         out["probes"] = {}
@@ -672,7 +672,7 @@ def _analyses(p: Plan, model, tok, judge, per_entity, records, system, before_lo
                 p, model, tok, per_entity[pk.slug]["eval"]["retain"], before_logprobs[pk.slug]["retain"], system)
         timings["probes"] = time.perf_counter() - t
     if cfg.eval_nlp:
-        from snap_bench.nlp import evaluate_nlp, parse_tasks
+        from snap_bench.evaluate.nlp import evaluate_nlp, parse_tasks
 
         t = time.perf_counter()
         out["nlp"] = evaluate_nlp(model, tok, parse_tasks(cfg.nlp_tasks), limit=cfg.nlp_limit, seed=p.spec.seed,
@@ -683,7 +683,7 @@ def _analyses(p: Plan, model, tok, judge, per_entity, records, system, before_lo
 
 def _self_retain_targets(p: Plan, model, tok, judge, per_entity, g_train, timings):
     """Swap the retain (and general) training responses for the untrained model's own answers."""
-    from snap_bench.retain_targets import self_targets
+    from snap_bench.run.retain_targets import self_targets
 
     t = time.perf_counter()
     hard = p.cfg.retain_data in ("hard", "hard+general")
@@ -705,7 +705,7 @@ def _self_retain_targets(p: Plan, model, tok, judge, per_entity, g_train, timing
 
 def _shared(main: bool, compute):
     """``compute()`` on the main process only, its value handed to every process (so all train on the same data)."""
-    from snap_bench.scaling import process_info
+    from snap_bench.train.scaling import process_info
 
     if process_info().count == 1:
         return compute()

@@ -15,7 +15,7 @@ import re
 from functools import lru_cache
 from typing import Sequence
 
-from snap_bench.judge import leak_hit
+from snap_bench.evaluate.judges.base import leak_hit
 
 KNOWN_ROUGE = 0.5
 """An untrained response whose ROUGE-L recall of the reference answer is at least this counts as

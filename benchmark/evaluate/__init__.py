@@ -1,0 +1,1 @@
+"""Evaluate: generation, judges, metrics, scores, probes and the NLP benchmarks."""

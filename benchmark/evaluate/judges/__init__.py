@@ -1,0 +1,1 @@
+"""Obliteration judges, registered by name: rules (base), embedding, llm."""

@@ -1,0 +1,1 @@
+"""Run an experiment: spec and plan, splits, execution, analyses, sweeps and suites."""

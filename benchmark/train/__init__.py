@@ -1,0 +1,1 @@
+"""Train: the one training loop, its data streams and its engine (accelerate, LoRA)."""
