@@ -17,9 +17,10 @@ store or a command line:
 
 Empty responses and leaks of the item's keywords are decided locally, as in the other judges,
 without a request. Every other verdict is one temperature-0 request with a fixed prompt, cached
-on disk by a hash of (model, messages, parameters) through ``packgen.ChatClient``, so re-judging
-the same responses costs no request. A reply that names neither label falls back to the rules
-judge, with reason ``llm_unparsed`` and a warning.
+on disk by a hash of (model, messages, parameters) through
+:class:`~snap_bench.util.openai_client.ChatClient`, the client ``snap-bench generate`` uses, so
+re-judging the same responses costs no request. A reply that names neither label falls back to
+the rules judge, with reason ``llm_unparsed`` and a warning.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from typing import Sequence
 from snap_bench.errors import SnapBenchError
 from snap_bench.evaluate.judges.base import RulesJudge, Verdict, leak_hit
 from snap_bench.registry import JUDGES
+from snap_bench.util.fsutil import preflight_dir
+from snap_bench.util.openai_client import ChatClient, api_key_from_env, strip_fences
 
 ENV_BASE_URL = "SNAP_BENCH_JUDGE_BASE_URL"
 ENV_MODEL = "SNAP_BENCH_JUDGE_MODEL"
@@ -71,11 +74,9 @@ def parse_verdict(reply: object) -> bool | None:
     A label at the very start wins (after "Verdict:", markdown or quotes); otherwise the last one
     named counts, since a model that explains itself states its conclusion at the end.
     """
-    from snap_bench.packgen import _strip_fences
-
     if not isinstance(reply, str):
         return None
-    text = _strip_fences(reply)
+    text = strip_fences(reply)
     hits = list(_LABEL.finditer(text))
     if not hits:
         return None
@@ -101,10 +102,10 @@ def _env_number(name: str, default: float, lo: float, hi: float, integer: bool =
 
 
 def default_cache_dir() -> Path:
-    from snap_bench.packgen import default_cache_dir as generate_cache
+    from snap_bench.models import cache_dir
 
     env = os.environ.get(ENV_CACHE, "").strip()
-    return Path(env) if env else generate_cache().parent / "judge"
+    return Path(env) if env else cache_dir() / "judge"
 
 
 @JUDGES.register("llm")
@@ -116,8 +117,6 @@ class LLMJudge:
     def __init__(self, base_url: str | None = None, model: str | None = None, cache_dir: str | Path | None = None,
                  workers: int | None = None, timeout: float | None = None, max_retries: int | None = None,
                  max_tokens: int | None = None, retry_delay: float = 1.0):
-        from snap_bench.packgen import PLACEHOLDER_KEY, ChatClient, _ensure_writable_dir
-
         base_url = (base_url or os.environ.get(ENV_BASE_URL, "")).strip()
         model = (model or os.environ.get(ENV_MODEL, "")).strip()
         missing = [n for n, v in ((ENV_BASE_URL, base_url), (ENV_MODEL, model)) if not v]
@@ -135,8 +134,8 @@ class LLMJudge:
             max_tokens = int(_env_number(ENV_MAX_TOKENS, 16, 0, 100000, integer=True))
         self.max_tokens = max_tokens
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
-        _ensure_writable_dir(cache, f"llm judge cache ({ENV_CACHE})")
-        self._api_key = (os.environ.get(ENV_API_KEY) or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_KEY).strip()
+        preflight_dir(cache, f"llm judge cache ({ENV_CACHE})", check_space=False)  # small JSON files: any space will do
+        self._api_key = api_key_from_env(ENV_API_KEY, "OPENAI_API_KEY").strip()
         self.client = ChatClient(
             base_url, model, self._api_key, cache,
             max_retries=max_retries if max_retries is not None else int(_env_number(ENV_MAX_RETRIES, 5, 0, 30, True)),
