@@ -17,7 +17,7 @@ def hub_down(monkeypatch, tmp_path):
     for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(nlp, "hub_unreachable_reason", lambda *a, **k: "test: hub made unreachable")
+    monkeypatch.setattr(nlp.harness, "hub_unreachable_reason", lambda *a, **k: "test: hub made unreachable")
     monkeypatch.setattr(dc, "HF_DATASETS_CACHE", tmp_path / "hf-datasets")
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hf-hub"))
 

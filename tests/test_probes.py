@@ -27,6 +27,7 @@ from snap_bench.evaluate.probes import (
     run_probes,
 )
 from snap_bench.tasks import load_pack
+from snap_bench.train.trainer import train
 
 CFG = MethodConfig(max_new_tokens=6, eval_batch_size=16)
 
@@ -124,7 +125,7 @@ def test_relearning_leaves_the_model_unchanged_and_is_deterministic(tiny, forget
     items = forget[:8]
     before = _state(tiny.model)
     runs = [relearning_attack(tiny.model, tiny.tokenizer, items, get_judge(), CFG, n_relearn=4, steps=3, lr=3e-3,
-                              seed=1) for _ in range(2)]
+                              seed=1, train=train) for _ in range(2)]
     after = _state(tiny.model)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert runs[0] == runs[1]
@@ -161,7 +162,8 @@ def test_run_probes_bundles_every_probe(tiny, forget):
     items = forget[:10]
     before = answer_logprob_by_id(tiny.model, tiny.tokenizer, probe_items(items, 3))
     out = run_probes(tiny.model, tiny.tokenizer, items, get_judge(), CFG, before_logprobs=before, probe_limit=3,
-                     n_relearn=2, relearn_steps=2, progress=False, eval_responses={"retain": ["Fine.", ""]})
+                     n_relearn=2, relearn_steps=2, progress=False, eval_responses={"retain": ["Fine.", ""]},
+                     train=train)
     assert out["items"] == 3
     lp = out["answer_logprob"]
     assert lp["n_paired"] == 3 and lp["delta"] == pytest.approx(0.0, abs=1e-6) and lp["before"] == pytest.approx(lp["after"])
@@ -180,6 +182,6 @@ def test_run_probes_bundles_every_probe(tiny, forget):
 def test_relearning_reports_a_diverged_attack_instead_of_raising(tiny, forget):
     before = _state(tiny.model)
     r = relearning_attack(tiny.model, tiny.tokenizer, forget[:4], get_judge(), CFG, n_relearn=2, steps=3,
-                          lr=float("inf"))
+                          lr=float("inf"), train=train)
     assert "non-finite loss" in r["error"] and r["UA_after"] is None and r["UA_before"] is not None
     assert all(torch.equal(before[k], v) for k, v in _state(tiny.model).items())

@@ -654,6 +654,7 @@ def _analyses(p: Plan, model, tok, judge, per_entity, records, system, before_lo
     cfg, out = p.cfg, {}
     if cfg.probes:
         from snap_bench.evaluate.probes import run_probes
+        from snap_bench.train.trainer import train
 
         t = time.perf_counter()
         out["probes"] = {}
@@ -667,6 +668,7 @@ def _analyses(p: Plan, model, tok, judge, per_entity, records, system, before_lo
                 before_logprobs=before_logprobs[pk.slug]["forget"], relearn=cfg.relearn_n > 0 and cfg.relearn_steps > 0,
                 seed=p.spec.seed, progress=p.spec.progress, probe_limit=cfg.probe_limit, n_relearn=cfg.relearn_n,
                 relearn_steps=cfg.relearn_steps, entity_names={pk.slug: pk.names}, eval_responses=responses,
+                train=train,  # the relearning attack trains through the run's own trainer
             )
             out["probes"][pk.slug]["retain_answer_logprob"] = _retain_logprob(
                 p, model, tok, per_entity[pk.slug]["eval"]["retain"], before_logprobs[pk.slug]["retain"], system)

@@ -21,11 +21,11 @@ from snap_bench import util
 
 from snap_bench.util import faults
 from snap_bench.data import Stream, collate, encode_example
-from snap_bench.errors import SnapBenchError
+from snap_bench.errors import NonFiniteLossError, SnapBenchError
 from snap_bench.methods.base import StepContext
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(NonFiniteLossError):
     def __init__(self, step: int, terms: dict[str, float]):
         super().__init__(f"non-finite loss at step {step}")
         self.step = step
