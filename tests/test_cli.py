@@ -151,17 +151,6 @@ def test_seed_summary_keeps_entities_apart_and_std_needs_two_values():
     assert "15.0 ± 7.1" in text and "40.0 ± —" in text and "RA n=1" in text
 
 
-def test_the_readme_settings_table_is_the_one_the_code_generates():
-    """README's `--set` table is generated from the config docstrings; a hand edit, or a field or default
-    changed without `python -m snap_bench.cli.settings_doc README.md`, fails here."""
-    from pathlib import Path
-
-    from snap_bench.cli.settings_doc import readme_block, settings_table
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert readme_block(readme) == settings_table()
-
-
 def test_list_settings_has_every_config_field_with_its_presets_and_help(cli):
     import dataclasses
 

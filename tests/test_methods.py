@@ -87,7 +87,7 @@ def test_all_methods_and_regularizers_are_listed(cli):
 
 def test_every_config_field_is_documented():
     """Every field of every method's config (its own and MethodConfig's) has a docstring: the --set
-    reference (README, `snap-bench list settings`) is generated from them by the same reader."""
+    reference (docs/configuration.md, `snap-bench list settings`) is generated from them by the same reader."""
     import dataclasses
 
     from snap_bench.cli.settings_doc import field_docs

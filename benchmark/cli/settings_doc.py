@@ -2,9 +2,13 @@
 
 Every config field carries its help text as the docstring under it (trl's ``DPOConfig`` style; a test checks
 that every field has one). This module reads those docstrings and renders them, with each field's value under
-the ``cpu`` and ``paper`` presets, as ``snap-bench list settings`` rows and as the README's table, which sits
-between two marker lines and is rewritten by ``python -m snap_bench.cli.settings_doc README.md``; a test fails
-when the README's copy differs from what the code generates.
+the ``cpu`` and ``paper`` presets, as ``snap-bench list settings`` rows and as the table of
+``docs/configuration.md``, which sits between two marker lines and is rewritten by
+``python -m snap_bench.cli.settings_doc docs/configuration.md`` (``--check``: exit 1 instead of writing when
+it differs). ``tests/test_docs.py`` fails when the page's copy differs from what the code generates.
+
+The marker mechanism (:func:`doc_block`, :func:`rewrite_block`) is shared with :mod:`~snap_bench.cli.docs_gen`,
+which generates the CLI reference ``docs/cli.md`` the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-BEGIN = "<!-- settings table: generated from the config docstrings by `python -m snap_bench.cli.settings_doc README.md`; edit those, not this -->"
+DOC = "docs/configuration.md"
+BEGIN = ("<!-- settings table: generated from the config docstrings by "
+         f"`python -m snap_bench.cli.settings_doc {DOC}`; edit those, not this -->")
 END = "<!-- end of settings table -->"
 
 
@@ -64,29 +70,41 @@ def _cell(text: str) -> str:
 
 
 def settings_table(method: str = "snap") -> str:
-    """The markdown table the README shows, between the marker lines."""
+    """The markdown table ``docs/configuration.md`` shows, between the marker lines."""
     lines = [BEGIN, "", "| field | `cpu` (default) | `paper` | meaning |", "|---|---|---|---|"]
     for r in settings_rows(method):
         lines.append(f"| `{r['name']}` | {_cell(r['cpu'])} | {_cell(r['paper'])} | {_cell(r['description'])} |")
     return "\n".join(lines + ["", END])
 
 
-def readme_block(text: str) -> str:
+def doc_block(text: str, begin: str = BEGIN, end: str = END) -> str:
     """The generated block as it stands in ``text`` (markers included)."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError("README has no settings-table markers")
-    return text[start:end + len(END)]
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"no generated-block markers ({begin[:40]}...)")
+    return text[start:stop + len(end)]
+
+
+def rewrite_block(argv: list[str], default: str, block: str, begin: str, end: str) -> int:
+    """The ``main`` of a generator: put ``block`` between the markers of the file ``argv`` names (else
+    ``default``). With ``--check`` nothing is written: exit 1 when the file's block differs."""
+    check = "--check" in argv
+    paths = [a for a in argv if a != "--check"]
+    path = Path(paths[0] if paths else default)
+    text = path.read_text(encoding="utf-8")
+    new = text.replace(doc_block(text, begin, end), block)
+    if new == text:
+        return 0
+    if check:
+        print(f"{path}: generated block is out of date; run the command in its first marker line", file=sys.stderr)
+        return 1
+    path.write_text(new, encoding="utf-8")
+    print(f"{path}: generated block rewritten", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str]) -> int:
-    path = Path(argv[0] if argv else "README.md")
-    text = path.read_text(encoding="utf-8")
-    new = text.replace(readme_block(text), settings_table())
-    if new != text:
-        path.write_text(new, encoding="utf-8")
-        print(f"{path}: settings table regenerated", file=sys.stderr)
-    return 0
+    return rewrite_block(argv, DOC, settings_table(), BEGIN, END)
 
 
 if __name__ == "__main__":
