@@ -315,6 +315,25 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
+    """``0,1,2`` -> [0, 1, 2]: distinct non-negative integers, comma-separated; anything else is bad input."""
+    parts = [t.strip() for t in text.split(",")]
+    if not text.strip() or any(not t for t in parts):
+        raise SnapBenchError(f"{flag} {text!r}: expected comma-separated seeds such as 0,1,2 (an empty entry is not a seed)")
+    seeds: list[int] = []
+    for t in parts:
+        try:
+            v = int(t)
+        except ValueError:
+            raise SnapBenchError(f"{flag} {text}: {t!r} is not an integer; expected comma-separated seeds such as 0,1,2") from None
+        if v < 0:
+            raise SnapBenchError(f"{flag} {text}: seed {v} is negative; seeds are integers >= 0")
+        if v in seeds:
+            raise SnapBenchError(f"{flag} {text}: seed {v} is given twice")
+        seeds.append(v)
+    return seeds
+
+
 def build_config(cls: type[MethodConfig], preset: str = "cpu", overrides: dict[str, str] | None = None,
                  extra_keys: tuple[str, ...] = ()) -> MethodConfig:
     """Method defaults <- preset <- ``--set`` overrides, parsed, typed and validated."""

@@ -291,10 +291,11 @@ V1_INSERT = ("INSERT INTO runs (run_id, config_hash, method, regularizer, mode, 
 
 def test_a_schema_1_store_upgrades_in_place_and_keeps_every_row(tmp_path):
     from snap_bench import store as store_mod
+    from snap_bench.store.schema import SCHEMA
 
     db = tmp_path / "snap_bench.sqlite"
     c = sqlite3.connect(db)  # a store as SCHEMA_VERSION 1 code wrote it
-    c.executescript(store_mod._SCHEMA)
+    c.executescript(SCHEMA)
     c.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     c.execute(V1_INSERT, ("old-run", "hash", "snap", "swd", "single", '["peter_parker"]', "m", 0, "{}", "{}", "h", 1, 1.0))
     c.execute("INSERT INTO metrics VALUES ('old-run', 0, 'peter_parker', 'UA', 42.0)")

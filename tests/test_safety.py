@@ -203,7 +203,7 @@ def test_secrets_never_reach_the_store_logs_cache_or_errors(cli, tmp_path, monke
 
 
 def test_an_unexpected_error_is_redacted_too(cli, tmp_path, monkeypatch):
-    import snap_bench.cli as cli_mod
+    import snap_bench.cli.commands as cli_mod
 
     monkeypatch.setenv("LAB_SERVICE_TOKEN", CANARY_TOKEN)
 

@@ -71,7 +71,8 @@ def _load(args):
 
 
 def cmd_ask(args) -> int:
-    from snap_bench.cli import _emit_json, judge_rows, read_jsonl_questions
+    from snap_bench.cli.commands import judge_rows, read_jsonl_questions
+    from snap_bench.cli.output import emit_json
     from snap_bench.evaluate.judges.base import get_judge
     from snap_bench.models import check_model_spec
 
@@ -101,7 +102,7 @@ def cmd_ask(args) -> int:
         "defaults_from": settings.source, "timings": {"load": load_s, "generate": gen_s}, "results": results,
     }
     if args.json:
-        _emit_json(out)
+        emit_json(out)
         return 0
     for i, r in enumerate(results, 1):
         print(f"[{i}] {'OBLITERATED' if r['obliterated'] else 'answered'} ({r['reason']})")

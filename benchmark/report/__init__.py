@@ -108,15 +108,36 @@ def _environment(runs, rows: list[dict[str, Any]], results_dir: Path) -> dict[st
     return env
 
 
+def task_stats() -> dict[str, Any]:
+    """Items per set and % per category, per entity and for the general set (Table 5 / Figure 3; also
+    `snap-bench tasks stats`)."""
+    from snap_bench.registry import ENTITIES
+    from snap_bench.tasks import load_general, load_pack
+
+    def count(items):
+        cats: dict[str, int] = {}
+        for it in items:
+            cats[it.category] = cats.get(it.category, 0) + 1
+        n = len(items)
+        return {"total": n, "categories": {c: {"count": k, "pct": round(100 * k / n, 1)} for c, k in sorted(cats.items())}}
+
+    out: dict[str, Any] = {"entities": {}}
+    for name in ENTITIES.names():
+        pk = load_pack(name)
+        out["entities"][name] = {s: count(v) for s, v in pk.sets.items()}
+    out["general"] = count(load_general()["general"])
+    return out
+
+
 def build_report(results_dir: Path | str | None, out_dir: Path | str | None, progress: bool = True) -> dict[str, Any]:
-    from snap_bench.cli import task_stats
     from snap_bench.util.fsutil import atomic_write_bytes, preflight_dir
     from snap_bench.report.data import entity_kinds, load_runs
     from snap_bench.report.figures import fig3, fig4, fig5, fig_lambda, fig_losses, fig_tradeoff
     from snap_bench.report.html import render
     from snap_bench.report.render import to_csv, to_latex, to_markdown
     from snap_bench.report.tables import all_tables
-    from snap_bench.store import DB_NAME, StoreReader
+    from snap_bench.store.reader import StoreReader
+    from snap_bench.store.schema import DB_NAME
 
     results = Path(results_dir) if results_dir else Path("results")
     if not (results / DB_NAME).is_file():

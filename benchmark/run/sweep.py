@@ -215,7 +215,7 @@ def _attempt(summary: dict[str, Any], p, tag: str) -> bool:
 def cmd_sweep(args) -> int:
     import json
 
-    from snap_bench.cli import parse_seeds
+    from snap_bench.config import parse_seeds
 
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None  # bad input fails before the suite is read
     summary = run_sweep(args.suite, args.results, progress=not args.no_progress, dry_run=args.dry_run, seeds=seeds)
