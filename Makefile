@@ -10,7 +10,7 @@ SHELL  := /bin/bash
 # pip prints one warning per package for this machine's extra local index; they are noise.
 QUIET   = 2>&1 | sed '/is ignored: it is neither a file nor a directory/d'
 
-.PHONY: setup run test test-fast clean
+.PHONY: setup run test test-fast bench clean
 
 setup: $(VENV)/.snap-bench-installed
 
@@ -32,6 +32,10 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# The speed suite (pytest-benchmark, no timed asserts): deselected by `make test`, run here with its timings.
+bench: setup
+	$(PY) -m pytest -q tests/speed --run-speed
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -1,6 +1,7 @@
 """`snap-bench bench` on tiny-random: the code path of every figure, in seconds (speed itself is
-measured by `snap-bench bench` and the pytest-benchmark suite in benchmarks/, not here)."""
+measured by `snap-bench bench` and the pytest-benchmark suite in tests/speed/, not here)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -55,7 +56,7 @@ def test_step_batches_are_the_trainers_batches(tiny, monkeypatch):
         return real_collate(items, pad_id)
 
     monkeypatch.setattr(trainer, "collate", spy)
-    cfg = bench._with(p.cfg, max_steps=3)
+    cfg = dataclasses.replace(p.cfg, max_steps=3)
     snapshot = {k: v.clone() for k, v in tiny.model.state_dict().items()}
     try:
         res = trainer.train(tiny.model, tiny.tokenizer, method, build_regularizer("none", cfg, 0), data, cfg, 0,
@@ -106,7 +107,7 @@ def test_matmul_gflops_is_2n3_over_the_best_time(monkeypatch):
     # Two timed repeats of 0.5 s and 0.25 s: the figure is 2·n³ FLOPs over the faster one, for both precisions.
     for precision in ("fp32", "bf16"):
         ticks = iter([0.0, 0.5, 1.0, 1.25])
-        monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
+        monkeypatch.setattr(bench.measure.time, "perf_counter", lambda: next(ticks))
         assert bench.matmul_gflops(64, repeats=2, precision=precision) == pytest.approx(2 * 64**3 / 0.25 / 1e9)
     monkeypatch.undo()
     assert bench.matmul_gflops(64, repeats=2) > 0  # and a real measurement runs

@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.sh (issue 14 item 5): argument handling and the dry run, without a GPU."""
+"""tests/speed/gpu_check.sh (issue 14 item 5): argument handling and the dry run, without a GPU."""
 
 import json
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
+SCRIPT = ROOT / "tests" / "speed" / "gpu_check.sh"
 
 
 def _sh(*args):
@@ -53,7 +53,7 @@ def test_bad_arguments_exit_2_with_one_line(args, needle):
 
 
 def test_the_7b_helper_plans_the_paper_setting_without_a_gpu():
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check_7b.py"), "--dry-run"],
+    r = subprocess.run([sys.executable, str(ROOT / "tests" / "speed" / "gpu_check_7b.py"), "--dry-run"],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)

@@ -377,7 +377,7 @@ def test_lambda_table_columns_order_and_reg_share(report, synthetic):
 
 def test_lambda_figure_draws_every_lambda(report):
     from snap_bench.report.data import load_runs
-    from snap_bench.report.figures import _lambda_points
+    from snap_bench.report.figures_lambda import _lambda_points
 
     out = report[0]
     png = (out / "fig_lambda.png").read_bytes()
@@ -403,7 +403,7 @@ def test_lambda_rows_of_different_sizes_are_never_averaged(tmp_path):
     held-out sets: separate rows with a size column, and the figures draw the budget with the most λ values."""
     from snap_bench.report import build_report
     from snap_bench.report.data import load_runs
-    from snap_bench.report.figures import _lambda_points, _tradeoff_points
+    from snap_bench.report.figures_lambda import _lambda_points, _tradeoff_points
 
     store = Store(tmp_path / "res")
     S = lambda seed=0, **o: RunSpec(method="snap", entities=["peter_parker"], model="tiny-random", progress=False,  # noqa: E731
@@ -451,7 +451,7 @@ def test_fig5_adds_cross_ra_when_stored(report):
 
 def test_tradeoff_points_per_lambda_and_retain_share(report):
     from snap_bench.report.data import load_runs
-    from snap_bench.report.figures import _tradeoff_points
+    from snap_bench.report.figures_lambda import _tradeoff_points
 
     out = report[0]
     store = Store(out.parent / "res")

@@ -84,6 +84,27 @@ def plan_steps(cfg, stream_sizes: dict[str, int]) -> tuple[int, dict[str, int]]:
     return math.ceil(cfg.epochs * stream_sizes[anchor] / per_stream[anchor]), per_stream
 
 
+def encode_streams(method, data, tokenizer, cfg) -> dict[str, list[dict[str, list[int]]]]:
+    """The method's non-empty training streams, each example encoded (``max_length``, ``system_prompt``).
+    :func:`train` trains on these; ``snap-bench bench`` counts its FLOPs over the same examples."""
+    streams = {k: v for k, v in method.streams(data).items() if v}
+    return {k: [encode_example(tokenizer, ex, cfg.max_length, cfg.system_prompt) for ex in v]
+            for k, v in streams.items()}
+
+
+def seeded_streams(encoded, cfg, seed: int) -> tuple[int, dict[str, int], dict[str, Stream]]:
+    """(total steps, examples per stream per step, one seeded :class:`Stream` per stream in name order).
+
+    Step after step, :func:`train` takes ``per_stream[k]`` examples from each ``streams[k]``; the seeds and
+    length buckets are set here alone, so ``snap-bench bench`` replays the very same batches."""
+    total, per_stream = plan_steps(cfg, {k: len(v) for k, v in encoded.items()})
+    streams = {
+        k: Stream(v, seed=seed * 1000 + i, bucket=cfg.length_bucket * per_stream[k])
+        for i, (k, v) in enumerate(sorted(encoded.items()))
+    }
+    return total, per_stream, streams
+
+
 def _optimizer(model, cfg) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for p in model.parameters():
@@ -122,17 +143,10 @@ def train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, refere
     from snap_bench.train.scaling import attach_lora, checkpointing, detach_lora, make_engine, set_checkpointing
 
     torch.manual_seed(seed)
-    streams_ex = method.streams(data)
-    streams_ex = {k: v for k, v in streams_ex.items() if v}
-    if not streams_ex:
+    encoded = encode_streams(method, data, tokenizer, cfg)
+    if not encoded:
         raise SnapBenchError(f"method has no training data (retain_data={cfg.retain_data}, forget set empty?)")
-    system = cfg.system_prompt
-    encoded = {k: [encode_example(tokenizer, ex, cfg.max_length, system) for ex in v] for k, v in streams_ex.items()}
-    total, per_stream = plan_steps(cfg, {k: len(v) for k, v in encoded.items()})
-    streams = {
-        k: Stream(v, seed=seed * 1000 + i, bucket=cfg.length_bucket * per_stream[k])
-        for i, (k, v) in enumerate(sorted(encoded.items()))
-    }
+    total, per_stream, streams = seeded_streams(encoded, cfg, seed)
     result = TrainResult(steps=0, seconds=0.0, tokens=0)
     if total == 0:
         return result

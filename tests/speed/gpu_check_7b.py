@@ -1,4 +1,4 @@
-"""Part (c) of ``benchmarks/gpu_check.sh``: timed SNAP steps on a randomly initialised Llama-2-7B shape.
+"""Part (c) of ``tests/speed/gpu_check.sh``: timed SNAP steps on a randomly initialised Llama-2-7B shape.
 
 Builds ``LlamaForCausalLM`` with Llama-2-7B's sizes (random weights, bf16, on the GPU; nothing is
 downloaded), times training steps of batch 8 × 256 tokens (NLL forward + backward, the SWD penalty

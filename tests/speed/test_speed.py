@@ -1,6 +1,9 @@
 """pytest-benchmark suite: the pieces of a default SNAP run, each with its FLOP rate in extra_info.
 
-    pytest benchmarks/ --benchmark-columns=median,min,max
+    make bench    (pytest tests/speed --run-speed; add --benchmark-columns=median,min,max to taste)
+
+Every test carries the ``speed`` marker: a plain ``pytest`` (``make test``) deselects them. No
+assert here is about time; pytest-benchmark reports the times.
 
 Ratios (fraction of the matmul peak, regularizer overhead, generation speedup) are only
 meaningful within one session: the peak is measured in the same process.
@@ -8,16 +11,15 @@ meaningful within one session: the peak is measured in the same process.
 
 import copy
 
+import pytest
 import torch
 
-from snap_bench import bench
+from snap_bench import bench, util
 from snap_bench.data import collate
 from snap_bench.evaluate.generation import generate_ids
 from snap_bench.methods.base import nll_per_stream
 
-
-def _pad(tok):
-    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+pytestmark = pytest.mark.speed
 
 
 def test_matmul_peak(benchmark, peak_gflops):
@@ -31,7 +33,8 @@ def test_train_forward_backward(benchmark, lm, default, peak_gflops):
     p, method, _, _, first = default
     model = lm.model
     n = p.cfg.batch_size // 2
-    batches = {"forget": collate(first[:n], _pad(lm.tokenizer)), "retain": collate(first[n:], _pad(lm.tokenizer))}
+    batches = {"forget": collate(first[:n], util.pad_id(lm.tokenizer)),
+               "retain": collate(first[n:], util.pad_id(lm.tokenizer))}
     model.train()
 
     def step():

@@ -7,7 +7,7 @@
 #   (b) the same through DeepSpeed ZeRO-2 with CPU offload (configs/accelerate/deepspeed_zero2_offload.yaml,
 #       one process); skipped, with a line saying so, when deepspeed is not importable;
 #   (c) timed SNAP training steps (SWD) on a randomly initialised Llama-2-7B-shaped model (bf16, batch
-#       8 × 256 tokens; benchmarks/gpu_check_7b.py) and the projected wall time of the paper's 7B setting:
+#       8 × 256 tokens; tests/speed/gpu_check_7b.py) and the projected wall time of the paper's 7B setting:
 #       paper_steps × (step_none × paper_tokens/measured_tokens + (step_swd − step_none))
 #       + ceil(eval_questions/eval_batch_size) × one eval batch (both upper bounds; see gpu_check_7b.py).
 # It prints one table and exits 0 only when every part ran (a skipped (b) counts as ran); otherwise
@@ -16,7 +16,7 @@ set -u
 
 usage() {
     cat <<'EOF'
-usage: benchmarks/gpu_check.sh [--dry-run] [--python PATH] [--entity SLUG] [--steps N] [--eval-limit N] [--out DIR]
+usage: tests/speed/gpu_check.sh [--dry-run] [--python PATH] [--entity SLUG] [--steps N] [--eval-limit N] [--out DIR]
 
   --dry-run       check the arguments and print the plan (the commands); needs no GPU, runs nothing
   --python PATH   the Python with snap-bench installed (default: python3 on PATH, or $PYTHON)
@@ -62,7 +62,7 @@ for pair in "--steps:$STEPS" "--eval-limit:$EVAL_LIMIT"; do
 done
 [[ "$ENTITY" =~ ^[a-z0-9_]+$ ]] || die_usage "--entity $ENTITY: expected a slug such as peter_parker"
 
-cd "$(dirname "$0")/.." || exit 1
+cd "$(dirname "$0")/../.." || exit 1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 ACC_ONE=configs/accelerate/single_gpu.yaml
 ACC_DS=configs/accelerate/deepspeed_zero2_offload.yaml
@@ -70,7 +70,7 @@ RUN_ARGS=(-m snap_bench run --method snap --entity "$ENTITY" --set precision=bf1
           --max-steps "$STEPS" --json --no-progress)
 CMD_A=("$PY" -m accelerate.commands.launch --config_file "$ACC_ONE" "${RUN_ARGS[@]}")
 CMD_B=("$PY" -m accelerate.commands.launch --config_file "$ACC_DS" --num_processes 1 "${RUN_ARGS[@]}")
-CMD_C=("$PY" benchmarks/gpu_check_7b.py --entity "$ENTITY")
+CMD_C=("$PY" tests/speed/gpu_check_7b.py --entity "$ENTITY")
 
 if [ "$DRY" = 1 ]; then
     echo "gpu_check.sh plan (dry run: nothing runs; offline: HF_HUB_OFFLINE=1):"

@@ -1,0 +1,80 @@
+"""The λ table: SNAP's SWD and the L2 regularizer (SNAP +l2 / Euclidean) at each λ, one row per entity
+and per sizing budget, with each row's regularizer share of the loss. The λ figure draws these rows."""
+
+from __future__ import annotations
+
+from snap_bench.report.data import METRIC_HEADERS, Run, budget_diff, fmt_lambda, mean, std
+from snap_bench.report.render import MISSING, Cell, Table
+from snap_bench.report.tables_rows import ALL_ENTITIES, Row, stat_cell, steps_text
+
+
+LAMBDA_METRICS = ("UA", "RA", "cross_RA", "TA")
+LAMBDA_CSV = ["regularizer", "lambda", "reg_share", *LAMBDA_METRICS, "n"]
+
+
+def lambda_runs(runs: list[Run]) -> list[Run]:
+    """Single-entity SNAP (swd or l2) and Euclidean runs that differ from their method's defaults in λ at most
+    (sizing knobs aside), default-λ runs included."""
+    return [r for r in runs if r.mode == "single" and r.sweep == "lambda" and r.regularizer in ("swd", "l2")
+            and r.lam is not None]
+
+
+def lambda_rows(runs: list[Run]) -> list[tuple[tuple[str, str, float, str], Row]]:
+    """((model, regularizer, λ, budget), row) for the λ table, sorted by regularizer, λ, model, budget, entity
+    ("all" last).
+
+    One row per entity, plus an all-entities row per (regularizer, λ, budget) when several entities ran it.
+    Runs of different sizes (e.g. a sweep's eval_limit=60 and a full evaluation) are never averaged together:
+    they are different samples of the held-out sets, so they make separate rows."""
+    by_key: dict[tuple[str, str, float, str], list[Run]] = {}
+    for r in lambda_runs(runs):
+        by_key.setdefault((r.model, r.regularizer, r.lam, r.budget), []).append(r)
+    out = []
+    for key in sorted(by_key, key=lambda k: (k[1], k[2], k[0], k[3])):
+        rs = by_key[key]
+        ents = sorted({r.entities[0] for r in rs})
+        for e in ents:
+            out.append((key, Row(key[0], " / ".join(sorted({r.label for r in rs if r.entities[0] == e})), e, [e],
+                                 [r for r in rs if r.entities[0] == e])))
+        if len(ents) > 1:
+            out.append((key, Row(key[0], " / ".join(sorted({r.label for r in rs})), None, ents, rs)))
+    return out
+
+
+def table_lambda(runs: list[Run]) -> Table:
+    rows = lambda_rows(runs)
+    models = sorted({k[0] for k, _ in rows})
+    sizes = budget_diff(lambda_runs(runs))
+    sized = any(sizes.values())  # a "size" column only when the runs differ in size
+    header = (["Regularizer", "λ", "Entity"] + (["size"] if sized else []) + ["reg share"]
+              + [METRIC_HEADERS[m] for m in LAMBDA_METRICS] + ["steps", "n"])
+    t = Table("table_lambda", "λ sweep: SNAP's SWD and the L2 regularizer (SNAP +l2 / Euclidean) at each λ", header, [])
+    t.csv_header = LAMBDA_CSV + ["reg_share_std"] + [f"{m}_std" for m in LAMBDA_METRICS] + \
+        ["entity", "model", "steps", "labels", "budget", "run_ids"]
+    for (model, reg, lam, budget), row in rows:
+        share = list(row.values(lambda r: r.reg_share).values())
+        ms = {m: list(row.values(m).values()) for m in LAMBDA_METRICS}
+        ent = row.entity if row.entity is not None else f"{ALL_ENTITIES} ({len(row.entities)})"
+        sm, ss = mean(share), std(share)
+        share_cell = MISSING if sm is None else Cell(f"{sm:.3g}" + (f" ± {ss:.2g}" if ss is not None else ""), sm)
+        reg_text = reg if len(models) == 1 else f"{model} · {reg}"
+        t.rows.append([Cell(reg_text), Cell(fmt_lambda(lam)), Cell(ent)]
+                      + ([Cell(sizes.get(budget) or "—")] if sized else []) + [share_cell]
+                      + [stat_cell(ms[m]) for m in LAMBDA_METRICS]
+                      + [Cell(steps_text(row.runs)), Cell(str(len(row.seeds)))])
+        t.csv_rows.append([reg, lam, sm] + [mean(ms[m]) for m in LAMBDA_METRICS] + [len(row.seeds), ss]
+                          + [std(ms[m]) for m in LAMBDA_METRICS]
+                          + [row.entity if row.entity is not None else ALL_ENTITIES, model, steps_text(row.runs),
+                             row.label, budget, " ".join(r.run_id for r in row.runs)])
+    t.notes.append("runs of SNAP (swd), SNAP --regularizer l2 and Euclidean (l2 by default) that differ from their "
+                   "method's defaults only in λ (and sizing knobs), on single entities; sorted by regularizer, then λ")
+    if sized:
+        t.notes.append("size: the sizing knobs in which rows differ; runs of different sizes are separate rows, "
+                       "never averaged (eval_limit=N scores a stratified sample of N per held-out set)")
+    t.notes.append("reg share: λ·penalty / total loss at the last optimiser step of the last phase; mean ± sample "
+                   "std over seeds (n); " + ALL_ENTITIES + " (k): per seed the mean over k entities, then over seeds")
+    if not rows:
+        t.notes.append("missing: λ sweep — no SNAP/Euclidean run varies λ; `snap-bench run --method snap "
+                       "--set lambda_reg=1` makes one")
+    return t
+
