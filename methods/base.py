@@ -8,7 +8,8 @@
         def __init__(self, cfg): self.cfg = cfg
         def streams(self, data: UnlearnData) -> dict[str, list[Example]]: ...
         def loss(self, model, batches, ctx) -> dict[str, Tensor]: ...
-        # optional hooks, each with a default: needs_reference, unlearn, system_prompt (see Method)
+        # optional hooks, each with a default: trains, needs_reference, trains_copy, prepare, finish,
+        # system_prompt (see Method)
 
 ``streams`` names the data the method trains on (e.g. ``{"forget": ..., "retain": ..., "general":
 ...}``); each optimiser step draws a share of ``batch_size`` from every stream (``forget`` one share,
@@ -87,14 +88,26 @@ class Method(Protocol):
     needs_reference: bool
     """True: the trainer hands a frozen copy of the initial model in ``StepContext.reference``
     (NPO, IdK-DPO). Default False."""
-    unlearn: Any
-    """None (the default): the shared training loop trains. A method with its own procedure (SKU's
-    two stages, IdK-DPO's preference loss) supplies ``unlearn(model, tokenizer, data, *, regularizer,
-    seed, reference, progress) -> TrainResult``."""
+    trains_copy: bool
+    """True: the trainer trains a deep copy of the model, with the original (frozen) as
+    ``StepContext.reference``, then calls ``finish(model, trained_copy)`` (SKU learns the entity into
+    a copy and subtracts the task vector). Default False: the model itself is trained."""
 
     def streams(self, data: UnlearnData) -> dict[str, list[Example]]: ...
 
     def loss(self, model, batches: Mapping[str, dict[str, torch.Tensor]], ctx: StepContext) -> dict[str, torch.Tensor]: ...
+
+    def prepare(self, tokenizer, data: UnlearnData, seed: int) -> None:
+        """Called by the trainer before it asks for ``streams``: work that needs the tokenizer or the
+        run's seed (IdK-DPO indexes each refusal's rejected answer; SKU seeds its answer shuffle).
+        Default: nothing."""
+        ...
+
+    def finish(self, model, trained) -> None:
+        """Called by the trainer after the last step, with the model and the model it trained (the
+        same object unless ``trains_copy``); may change ``model`` in place (SKU's negation). Its time
+        counts as training time. Default: nothing."""
+        ...
 
     def system_prompt(self, packs) -> str | None:
         """The system message evaluation prompts with; default None (``--set system_prompt`` applies)."""
@@ -105,9 +118,13 @@ def _no_system_prompt(self, packs) -> str | None:
     return None
 
 
+def _nothing(self, *args) -> None:
+    return None
+
+
 # The optional hooks of ``Method`` and the value a method gets when it does not define one.
-OPTIONAL_HOOKS: dict[str, Any] = {"trains": True, "needs_reference": False, "unlearn": None,
-                                  "system_prompt": _no_system_prompt}
+OPTIONAL_HOOKS: dict[str, Any] = {"trains": True, "needs_reference": False, "trains_copy": False,
+                                  "prepare": _nothing, "finish": _nothing, "system_prompt": _no_system_prompt}
 REQUIRED_MEMBERS = ("config_cls", "streams", "loss")
 
 

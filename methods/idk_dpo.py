@@ -13,10 +13,10 @@ L = L_DPO + w·NLL(retain), w = ``retain_weight`` = 1 (0 drops the retain stream
 regularizer by default.
 
 Pairing: the shared trainer draws every stream independently and hands ``loss`` collated token
-batches, so the rejected answer is not in the batch. ``unlearn`` (called by the runner instead of
-the trainer) therefore encodes every forget question's rejected answer with the tokenizer, keyed
-by the question's prompt tokens, and then runs the shared training loop unchanged; ``loss``
-rebuilds the rejected batch from the chosen batch's prompts.
+batches, so the rejected answer is not in the batch. The ``prepare`` hook (called by the trainer
+before the first step) therefore encodes every forget question's rejected answer with the
+tokenizer, keyed by the question's prompt tokens; ``loss`` rebuilds the rejected batch from the
+chosen batch's prompts.
 """
 
 from __future__ import annotations
@@ -85,8 +85,8 @@ class IdkDpo:
                 streams[name] = as_examples(items, "response")
         return streams
 
-    def index_rejected(self, tokenizer, data: UnlearnData) -> None:
-        """Encode each forget question's true answer, keyed by the chosen example's prompt tokens."""
+    def prepare(self, tokenizer, data: UnlearnData, seed: int) -> None:
+        """Before training: encode each forget question's true answer, keyed by the chosen example's prompt tokens."""
         cfg = self.cfg
         self._pad_id = util.pad_id(tokenizer)
         self._rejected = {}
@@ -101,15 +101,9 @@ class IdkDpo:
                                      chosen["attention_mask"].tolist()):
             key = prompt_key(ids, labels, mask)
             if key not in self._rejected:
-                raise RuntimeError("idk_dpo: a forget prompt has no indexed rejected answer (was unlearn() bypassed?)")
+                raise RuntimeError("idk_dpo: a forget prompt has no indexed rejected answer (was the trainer's prepare hook bypassed?)")
             rows.append(self._rejected[key])
         return {k: v.to(chosen["input_ids"].device) for k, v in collate(rows, self._pad_id).items()}
-
-    def unlearn(self, model, tokenizer, data: UnlearnData, *, regularizer, seed: int, reference=None, progress=True):
-        from snap_bench.train.trainer import train
-
-        self.index_rejected(tokenizer, data)
-        return train(model, tokenizer, self, regularizer, data, self.cfg, seed, reference=reference, progress=progress)
 
     def loss(self, model, batches, ctx: StepContext):
         if ctx.reference is None:

@@ -27,18 +27,16 @@ vector). The paper's optimisation (lr 2e-5, batch 2, 1000 steps, OPT-2.7B / Llam
 replaced by this suite's shared fields (``lr``, ``batch_size``, ``epochs``/``max_steps``; full
 fine-tuning), so SKU gets the same step budget as every other method.
 
-Stage 1 runs through the shared training loop (``snap_bench.train.trainer.train``) on the copy with the
-original model as ``ctx.reference``; the regularizer (any; none by default) is applied there, i.e.
-it bounds the task vector, and hence how far stage 2 moves the model. ``unlearn`` returns stage 1's
-TrainResult (its per-step losses), with stage 2's time added to ``seconds``.
+Stage 1 runs through the shared trainer like every method: ``trains_copy`` makes it train a copy
+with the original model as ``ctx.reference``; the regularizer (any; none by default) is applied
+there, i.e. it bounds the task vector, and hence how far stage 2 moves the model. Stage 2 is the
+``finish`` hook; the trainer's result holds stage 1's per-step losses and counts stage 2's time.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import random
-import time
 from dataclasses import dataclass
 
 import torch
@@ -99,14 +97,21 @@ def reverse_kl(model, reference, batch) -> torch.Tensor:
     return (logp.exp() * (logp - logq)).sum(-1).mean()
 
 
-class SkuStage1:
-    """Stage 1 as a Method for the shared trainer: streams ``forget``, ``shuffled``, ``retain``, ``general``."""
+@register_method("sku")
+class Sku:
+    """Stage 1 is this method's data and loss, trained by the shared trainer on a copy of the model
+    (``trains_copy``); stage 2 is ``finish``, which negates the copy's task vector into the model.
+    Streams: ``forget``, ``shuffled``, ``retain``, ``general``."""
 
-    trains = True
+    config_cls = SkuConfig
+    trains_copy = True  # the trainer trains θ_1, a copy, with the original θ_o frozen as ctx.reference
 
-    def __init__(self, cfg: SkuConfig, seed: int):
+    def __init__(self, cfg: SkuConfig):
         self.cfg = cfg
-        self.seed = seed
+        self.seed = 0
+
+    def prepare(self, tokenizer, data: UnlearnData, seed: int) -> None:
+        self.seed = seed  # seeds the draw of mismatched answers (random disassociation)
 
     def streams(self, data: UnlearnData):
         cfg = self.cfg
@@ -135,52 +140,14 @@ class SkuStage1:
             terms["preserve_general"] = -cfg.preserve_weight * reverse_kl(model, ctx.reference, batches["general"])
         return terms
 
+    def finish(self, model, trained) -> None:
+        """Stage 2, knowledge negation: θ ← θ − α·(θ_1 − θ)."""
+        negate(model, trained, self.cfg.alpha)
 
-@register_method("sku")
-class Sku:
-    config_cls = SkuConfig
-    trains = True
 
-    def __init__(self, cfg: SkuConfig):
-        self.cfg = cfg
-
-    # The shared loop never calls these (``unlearn`` exists); they describe stage 1's data and loss.
-    def streams(self, data: UnlearnData):
-        return SkuStage1(self.cfg, 0).streams(data)
-
-    def loss(self, model, batches, ctx: StepContext):
-        return SkuStage1(self.cfg, 0).loss(model, batches, ctx)
-
-    def acquire(self, model, tokenizer, data: UnlearnData, *, regularizer, seed: int, progress: bool = True):
-        """Stage 1: fine-tune a copy of ``model`` (left untouched) and return (copy, TrainResult)."""
-        from snap_bench.train.trainer import train
-
-        model.eval()
-        harmful = copy.deepcopy(model)
-        frozen = [p for p in model.parameters() if p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)  # the original is the KL reference: no gradients into it
-        try:
-            result = train(harmful, tokenizer, SkuStage1(self.cfg, seed), regularizer, data, self.cfg, seed,
-                           reference=model, progress=progress)
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
-        return harmful, result
-
-    @staticmethod
-    @torch.no_grad()
-    def negate(model, harmful, alpha: float) -> None:
-        """Stage 2, in place: θ ← θ − α·(θ_harmful − θ) for every parameter."""
-        theirs = dict(harmful.named_parameters())
-        for name, p in model.named_parameters():
-            p.sub_(alpha * (theirs[name].to(p.dtype) - p))
-
-    def unlearn(self, model, tokenizer, data: UnlearnData, *, regularizer, seed: int, reference=None, progress=True):
-        harmful, result = self.acquire(model, tokenizer, data, regularizer=regularizer, seed=seed, progress=progress)
-        t0 = time.perf_counter()
-        self.negate(model, harmful, self.cfg.alpha)
-        del harmful
-        result.seconds += time.perf_counter() - t0
-        model.eval()
-        return result
+@torch.no_grad()
+def negate(model, harmful, alpha: float) -> None:
+    """Stage 2, in place: θ ← θ − α·(θ_harmful − θ) for every parameter."""
+    theirs = dict(harmful.named_parameters())
+    for name, p in model.named_parameters():
+        p.sub_(alpha * (theirs[name].to(p.dtype) - p))

@@ -199,10 +199,8 @@ def test_hard_plus_general_gives_two_streams_retain_and_general(pack_dir, method
 
 
 def test_sku_stage_one_preserves_on_retain_and_general_separately(pack_dir):
-    from snap_bench.methods.sku import SkuStage1
-
     method, cfg = make_method("sku", retain_data="hard+general")
-    s = SkuStage1(cfg, 0).streams(_with_general(pack_dir))
+    s = method.streams(_with_general(pack_dir))
     assert set(s) == {"forget", "shuffled", "retain", "general"}
 
 
@@ -304,7 +302,7 @@ def test_idk_dpo_pairs_each_refusal_with_its_true_answer(pack_dir, tiny):
     data = pack_data(pack_dir)
     method, cfg = make_method("idk_dpo")
     tok = tiny.tokenizer
-    method.index_rejected(tok, data)
+    method.prepare(tok, data, 0)
     items = data.forget[:3]
     chosen = collate([encode_example(tok, Example(it.question, it.response), cfg.max_length) for it in items],
                      tok.pad_token_id)
@@ -400,19 +398,28 @@ def test_prompting_leaves_weights_untouched_and_names_the_aliases(tmp_path, tiny
 
 
 def test_sku_stage_two_moves_weights_against_the_stage_one_task_vector(pack_dir, tiny):
+    """The trainer trains a copy (stage 1, ``trains_copy``), then SKU's ``finish`` negates its task vector."""
+    from snap_bench.train.trainer import train
+
     data = pack_data(pack_dir)
     method, cfg = make_method("sku", max_steps=2, lr=3e-3, batch_size=6, alpha=0.5)
     model = copy.deepcopy(tiny.model)
     orig = {n: p.detach().clone() for n, p in model.named_parameters()}
-    harmful, res = method.acquire(model, tiny.tokenizer, data, regularizer=build_regularizer("none", cfg, 0), seed=0,
-                                  progress=False)
-    assert res.steps == 2 and {"distort", "disassociate", "preserve"} <= set(res.losses[0])
-    # Stage 1 trains a copy: the original is untouched and trainable again afterwards.
-    assert all(torch.equal(orig[n], p) and p.requires_grad for n, p in model.named_parameters())
-    task = {n: p.detach() - orig[n] for n, p in harmful.named_parameters()}
-    assert sum(float(t.abs().sum()) for t in task.values()) > 0
+    seen = {}
+    real_finish = method.finish
 
-    method.negate(model, harmful, cfg.alpha)
+    def spy_finish(model_, trained):
+        assert model_ is model and trained is not model
+        # Stage 1 trained the copy: the original is untouched and trainable again by now.
+        assert all(torch.equal(orig[n], p) and p.requires_grad for n, p in model.named_parameters())
+        seen["task"] = {n: p.detach() - orig[n] for n, p in trained.named_parameters()}
+        real_finish(model_, trained)
+
+    method.finish = spy_finish
+    res = train(model, tiny.tokenizer, method, build_regularizer("none", cfg, 0), data, cfg, 0, progress=False)
+    assert res.steps == 2 and {"distort", "disassociate", "preserve"} <= set(res.losses[0])
+    task = seen["task"]
+    assert sum(float(t.abs().sum()) for t in task.values()) > 0
     dot, norm_task = 0.0, 0.0
     for n, p in model.named_parameters():
         moved = p.detach() - orig[n]
@@ -498,12 +505,13 @@ def test_registration_fills_the_optional_hooks_a_method_leaves_out():
             return {}
 
     cls = reg.register("minimal", Minimal)
-    assert cls.trains is True and cls.needs_reference is False and cls.unlearn is None
+    assert cls.trains is True and cls.needs_reference is False and cls.trains_copy is False
+    assert cls().prepare(None, None, 0) is None and cls().finish(None, None) is None
     assert cls().system_prompt(["any pack"]) is None
-    assert set(OPTIONAL_HOOKS) == {"trains", "needs_reference", "unlearn", "system_prompt"}
+    assert set(OPTIONAL_HOOKS) == {"trains", "needs_reference", "trains_copy", "prepare", "finish", "system_prompt"}
     # a hook the method defines is kept, not overwritten
     assert METHODS.get("prompting").trains is False and METHODS.get("npo").needs_reference is True
-    assert METHODS.get("sku").unlearn is not None and METHODS.get("snap").unlearn is None
+    assert METHODS.get("sku").trains_copy is True and METHODS.get("snap").trains_copy is False
 
 
 def test_registration_rejects_a_method_or_regularizer_missing_a_required_member():

@@ -36,4 +36,4 @@ def test_wheel_claims_no_generic_top_level_names(tmp_path):
     assert "snap_bench/methods/snap.py" in names
     assert "snap_bench/regularizers/swd.py" in names
     assert any(n.startswith("snap_bench/tasks/packs/peter_parker/") for n in names)
-    assert "snap_bench/cli.py" in names
+    assert "snap_bench/cli/__init__.py" in names

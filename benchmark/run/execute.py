@@ -366,17 +366,15 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
                 if spec.progress and len(p.packs) > 1 and main:
                     print(f"snap-bench: step {k + 1}/{len(_phases(p))}: unlearning {', '.join(pk.slug for pk in phase)}",
                           file=sys.stderr)
-                # A method with its own procedure (e.g. SKU's two stages) supplies ``unlearn``; it
-                # returns a TrainResult like the shared loop does.
-                if method.unlearn is not None:
-                    res = method.unlearn(model, tok, data, regularizer=regularizer, seed=spec.seed + k, reference=reference,
-                                  progress=spec.progress)
-                else:
-                    selector = _DevSelector(p, model, tok, judge, sp, phase, k) if cfg.select == "dev" else None
-                    res = train(model, tok, method, regularizer, data, cfg, spec.seed + k, reference=reference,
-                                progress=spec.progress, on_step=selector.on_step if selector else None)
-                    if selector is not None:
-                        selection.append(selector.restore_best(res.steps))
+                # Every method trains through the trainer. select=dev scores checkpoints of the model being
+                # trained; a method that trains a copy (SKU) changes the model only in ``finish``, after the
+                # last step, so there is no checkpoint of it to choose and it keeps its last step.
+                use_dev = cfg.select == "dev" and not method.trains_copy
+                selector = _DevSelector(p, model, tok, judge, sp, phase, k) if use_dev else None
+                res = train(model, tok, method, regularizer, data, cfg, spec.seed + k, reference=reference,
+                            progress=spec.progress, on_step=selector.on_step if selector else None)
+                if selector is not None:
+                    selection.append(selector.restore_best(res.steps))
                 del reference
                 losses = res.losses
                 train_info["steps"] += res.steps

@@ -10,6 +10,7 @@ losses are the means over processes.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -135,11 +136,39 @@ def _check_shards(per_stream: dict[str, int], processes: int) -> None:
 
 def train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, reference=None, progress: bool = True,
           on_step: Callable[[int, dict[str, float]], None] | None = None, local: bool = False) -> TrainResult:
-    """Unlearn in place. Raises :class:`NonFiniteLoss` if any loss term turns NaN/inf.
+    """Unlearn in place: the one place where every method, and the relearning attack, trains.
+    Raises :class:`NonFiniteLoss` if any loss term turns NaN/inf.
 
+    The method's hooks run here in order: ``prepare`` (tokenizer, data, seed), the loop over
+    ``streams``/``loss`` — on a deep copy of the model with the original frozen as the reference when
+    the method ``trains_copy`` —, then ``finish(model, trained)``, whose time counts as training.
     ``local=True`` trains in this process alone even under ``accelerate launch`` (for analyses that
     only the main process runs, such as the relearning attack).
     """
+    method.prepare(tokenizer, data, seed)
+    trained, frozen = model, []
+    if method.trains_copy:
+        model.eval()
+        trained, reference = copy.deepcopy(model), model
+        frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)  # the original is the reference: no gradients into it
+    try:
+        result = _train(trained, tokenizer, method, regularizer, data, cfg, seed, reference=reference,
+                        progress=progress, on_step=on_step, local=local)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    t0 = time.perf_counter()
+    method.finish(model, trained)
+    result.seconds += time.perf_counter() - t0
+    model.eval()
+    return result
+
+
+def _train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, reference, progress: bool,
+           on_step: Callable[[int, dict[str, float]], None] | None, local: bool) -> TrainResult:
+    """The loop of :func:`train` on ``model`` itself: encode the streams, then optimise."""
     from snap_bench.train.scaling import attach_lora, checkpointing, detach_lora, make_engine, set_checkpointing
 
     torch.manual_seed(seed)

@@ -23,7 +23,7 @@ from snap_bench.errors import NonFiniteLossError
 from snap_bench.evaluate.generation import generate
 from snap_bench.evaluate.probes.logprob import answer_logprob
 from snap_bench.evaluate.probes.stats import _mean, _pct
-from snap_bench.methods.base import UnlearnData, as_examples, nll_per_stream
+from snap_bench.methods.base import UnlearnData, as_examples, complete_method, nll_per_stream
 from snap_bench.tasks import Item, stratified_sample
 from snap_bench.util import progress_bar
 
@@ -39,10 +39,11 @@ class Trainer(Protocol):
                  progress: bool, local: bool) -> Any: ...
 
 
+@complete_method  # the Protocol's optional hooks, with their defaults
 class _Relearn:
     """Plain response-masked NLL on (forget question -> true answer): the attacker's fine-tune."""
 
-    trains = True
+    config_cls = None  # built by the probe, never from a config
 
     def streams(self, data: UnlearnData) -> dict[str, list[Example]]:
         return {"forget": as_examples(data.forget, "answer")}
