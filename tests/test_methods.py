@@ -541,16 +541,3 @@ def test_registration_fills_the_optional_hooks_a_regularizer_leaves_out():
     assert isinstance(reg, Zero) and reg.active is True and reg.prepare(None, {}) is None
     assert REGULARIZERS.get("none").active is False  # its own value kept
 
-
-def test_runner_and_trainer_call_hooks_directly_not_through_getattr():
-    """The contract above is what lets callers skip getattr; a getattr on a method or regularizer in
-    the run/train path would mean a hook the Protocol does not declare."""
-    import re
-    from pathlib import Path
-
-    import snap_bench.run.execute
-    import snap_bench.train.trainer
-
-    for mod in (snap_bench.run.execute, snap_bench.train.trainer):
-        src = Path(mod.__file__).read_text()
-        assert not re.search(r"(getattr|hasattr)\((method|regularizer|reg|cls)\b", src), mod.__name__
