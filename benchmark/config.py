@@ -96,7 +96,7 @@ class MethodConfig:
     and directions, then the 1/p root; directions drawn once per run, as before this field existed). See
     ``regularizers/swd.py``."""
 
-    # --- precision and scale-out (GPUs; README "Scaling out") ---
+    # --- precision and scale-out (GPUs; docs/scaling.md) ---
     precision: str = "auto"
     """Training arithmetic: ``auto``, ``fp32`` or ``bf16``. ``bf16`` is autocast with fp32 master weights (the
     optimiser and θ_init stay fp32; the regularizer's distances between weights are computed in fp32, outside
@@ -167,7 +167,7 @@ class MethodConfig:
 
     # --- analyses beyond Table 1 (off by default: each adds minutes on a CPU) ---
     probes: bool = False
-    """Knowledge probes on held-out forget items (``probes.py``): answer log-likelihood before and after,
+    """Knowledge probes on held-out forget items (``evaluate/probes/``): answer log-likelihood before and after,
     UA under adversarial framings, a relearning attack and fluency. Printed under ``"probes"``."""
     probe_limit: int = 40
     """Forget items per probe."""
@@ -176,7 +176,7 @@ class MethodConfig:
     relearn_steps: int = 5
     """Optimizer steps of the relearning attack."""
     eval_nlp: bool = False
-    """Zero-shot NLP utility (paper Table 2) through lm-evaluation-harness (``nlp.py``). Printed under ``"nlp"``."""
+    """Zero-shot NLP utility (paper Table 2) through lm-evaluation-harness (``evaluate/nlp/``). Printed under ``"nlp"``."""
     nlp_tasks: str = "hellaswag,lambada_openai,winogrande,piqa,arc_challenge,mmlu,openbookqa,boolq,mathqa"
     """Comma-separated lm-eval tasks; a task whose data is unreachable is reported unavailable, never scored."""
     nlp_limit: int | None = 200
@@ -241,16 +241,17 @@ class MethodConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The embedded default on a 2-core CPU (README "CPU defaults" says how each value was chosen, on the
-    # dev split only). D_r and D_g are two streams (5 + 5 + 5 examples a step with the forget stream):
-    # without D_g a 135M model's refusals spread to everyday questions. 20 items of each training set
-    # are carved off as a dev split, so 3 epochs over the 80 remaining forget items are 48 steps, and
-    # the checkpoint is chosen on the dev split once per epoch (select=dev, every 16 steps).
+    # The embedded default on a 2-core CPU (docs/configuration.md, "How the cpu defaults were chosen",
+    # says how each value was chosen, on the dev split only). D_r and D_g are two streams (5 + 5 + 5
+    # examples a step with the forget stream): without D_g a 135M model's refusals spread to everyday
+    # questions. 20 items of each training set are carved off as a dev split, so 3 epochs over the 80
+    # remaining forget items are 48 steps, and the checkpoint is chosen on the dev split once per epoch
+    # (select=dev, every 16 steps).
     # fp32 until bf16 autocast is measured end to end on CPUs (issue 14): in a first check on an AMX host
     # the first bf16 steps of each new batch shape ran several times slower than fp32, and every figure in
-    # the README is fp32. `--set precision=auto` picks bf16 where the hardware has it.
+    # docs/results.md is fp32. `--set precision=auto` picks bf16 where the hardware has it.
     # Gradient checkpointing keeps a default run under 4 GB resident (3.76 GB measured, 5.3 without) for
-    # +14 % per training step, and changes no number (README "Memory"); it is outside the config hash.
+    # +14 % per training step, and changes no number (docs/speed.md, "Memory"); it is outside the config hash.
     "cpu": {"retain_data": "hard+general", "dev_size": 20, "select": "dev", "select_every": 16, "precision": "fp32",
             "gradient_checkpointing": True},
     # The paper's hyper-parameters (Choi et al. 2024, §4.1) for a 7B model on GPUs. The paper

@@ -26,5 +26,5 @@ def test_snap_on_smollm2_raises_ua_and_keeps_general_ability(tmp_path):
     assert s["UA"] >= b["UA"] + 40, (b, s)
     assert s["TA"] >= 60, (b, s)
     # RA is not asserted: on this 135M model the refusal spreads to held-out Marvel questions
-    # (README, "CPU defaults"); reports show it, a test threshold would hide it.
+    # (docs/results.md, "The default run"); reports show it, a test threshold would hide it.
     assert snap["train"]["steps"] == 14

@@ -34,7 +34,7 @@ def _launch_env(path: Path, monkeypatch) -> tuple:
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils import launch as launch_utils
 
-    monkeypatch.chdir(ROOT)  # the DeepSpeed JSON path is relative to the repo root, as in the README
+    monkeypatch.chdir(ROOT)  # the DeepSpeed JSON path is relative to the repo root, as in docs/scaling.md
     args = launch_command_parser().parse_args(["--config_file", str(path), "-m", "snap_bench", "run"])
     args, defaults, mp_from_config = _validate_launch_command(args)
     if args.use_deepspeed:
@@ -225,7 +225,7 @@ def test_gradient_checkpointing_switch_is_on_while_training_only(pack_dir):
 
 def test_gradient_checkpointing_changes_no_number_in_fp32(pack_dir):
     """The recomputed forward is the same fp32 arithmetic: losses and weights after 3 SWD steps are equal bit
-    for bit (measured on SmolLM2-135M too: a whole default run gave identical metrics; README "Memory")."""
+    for bit (measured on SmolLM2-135M too: a whole default run gave identical metrics; docs/speed.md, "Memory")."""
     out = {}
     for gc in ("false", "true"):
         model, _, _, res, _ = _train(pack_dir, "swd", gradient_checkpointing=gc, max_steps=3)

@@ -8,7 +8,7 @@ Writes into ``--out`` (default ``reports/``): ``table1..table5`` and ``table_lam
 ``fig5``, ``fig_lambda``, ``fig_tradeoff`` and ``fig_losses`` as ``.png`` and ``.svg``;
 ``runs.csv`` (every run, failed ones too, with the reason; done ones with their label, λ,
 optimiser steps, reg share and entity-mean final metrics); and ``index.html``. Table cells are
-means ± std over seeds, one row per entity (see ``report_tables``). Each file is written to a
+means ± std over seeds, one row per entity (see ``report.tables``). Each file is written to a
 temporary name and renamed, so a reader never sees half a file. Only ``done`` runs enter the tables.
 """
 

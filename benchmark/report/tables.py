@@ -1,4 +1,4 @@
-"""The paper's tables, built from labelled runs (``report_data``).
+"""The paper's tables, built from labelled runs (``report.data``).
 
 Table 1: UA, UA♣, RA, TA, Avg, cross-RA, leak, RA on known items, degenerate per method on the
 fictional entities, untrained row first. Table 2: zero-shot NLP accuracy per task, its average

@@ -3,7 +3,7 @@ gradient checkpointing switches and LoRA adapters (peft).
 
 ``snap-bench run`` in one process and ``accelerate launch -m snap_bench run`` on several run the
 same loop (``trainer.py``); this module holds everything that differs between the two, behind
-:class:`Engine`, so the loop reads like a plain PyTorch one. See README "Scaling out".
+:class:`Engine`, so the loop reads like a plain PyTorch one. See docs/scaling.md.
 """
 
 from __future__ import annotations

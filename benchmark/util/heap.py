@@ -3,7 +3,7 @@
 glibc's malloc serves large blocks from its heap and keeps what is freed there for reuse. Training
 frees ~1.7 GB of activations every step and allocates a slightly different pattern the next, so
 the heap fragments and a SmolLM2-135M run's resident set grew by ~0.5 GB a step, to 6.5 GB,
-while its live tensors were ~5 GB (measured with psutil; README "Memory"). Blocks of 128 KiB and
+while its live tensors were ~5 GB (measured with psutil; docs/speed.md, "Memory"). Blocks of 128 KiB and
 more served by ``mmap`` are unmapped when freed, so the resident set follows the live tensors.
 Tensor values are untouched: only where their memory comes from changes.
 

@@ -17,8 +17,8 @@ set is the mean of the ``top_k`` best cosines. Scores are rounded before compari
 does not depend on how pieces were batched (batch padding moves cosines by ~1e-6).
 
 The exemplars and the four thresholds were chosen on ``tests/data/judge_labelled.jsonl`` only
-(2-fold cross-validation to choose the masking, then a grid search); the README gives the
-accuracy on it and on the held-out set.
+(2-fold cross-validation to choose the masking, then a grid search); docs/results.md
+("Judge accuracy") gives the accuracy on it and on the held-out set.
 """
 
 from __future__ import annotations
