@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from snap_bench.run.execute import RunSpec, _splits, dev_score, plan
+from snap_bench.run.dev import dev_score
+from snap_bench.run.spec import RunSpec, plan
+from snap_bench.run.splits import make_splits
 
 
 def _ids(items):
@@ -10,9 +12,9 @@ def _ids(items):
 
 
 def test_dev_split_comes_from_training_items_and_is_held_out_of_training():
-    base = _splits(plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
+    base = make_splits(plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
                                 overrides={"dev_size": "0"})))
-    sp = _splits(plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
+    sp = make_splits(plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
                               overrides={"dev_size": "10"})))
     e, e0 = sp.per_entity["peter_parker"], base.per_entity["peter_parker"]
     for s in ("forget", "retain"):
@@ -30,7 +32,7 @@ def test_dev_split_comes_from_training_items_and_is_held_out_of_training():
 def test_the_cpu_preset_carves_a_dev_split_and_selects_on_it():
     p = plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random"))
     assert p.cfg.dev_size == 20 and p.cfg.select == "dev"
-    sp = _splits(p)
+    sp = make_splits(p)
     assert len(sp.per_entity["peter_parker"]["train"]["forget"]) == 80
 
 
@@ -84,11 +86,11 @@ def test_best_weights_round_trip_bit_for_bit_through_a_temporary_file(tiny):
 
     import torch
 
-    from snap_bench.run.execute import _BestWeights
+    from snap_bench.run.dev import BestWeights
 
     m = copy.deepcopy(tiny.model)
     want = {n: t.detach().clone() for n, t in m.state_dict().items()}
-    best = _BestWeights()
+    best = BestWeights()
     best.save(m)
     folder = best.dir
     assert folder and os.listdir(folder) == ["best.safetensors"]

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from snap_bench.records import StepResult
 from snap_bench.report.data import label_run
 from snap_bench.run.execute import RunSpec, plan
 from snap_bench.store import Store
@@ -39,7 +40,7 @@ def _store_run(store, spec: RunSpec, steps, analyses=None, losses=None):
     run_id = store.start_run(config_hash=p.config_hash, method=spec.method, regularizer=p.regularizer, mode=spec.mode,
                              entities=[pk.slug for pk in p.packs], model=spec.model, seed=spec.seed, config=p.record,
                              versions={"snap_bench": "test", "torch": "x"})
-    step_results = [(k, m, [], losses if k == len(steps) - 1 else None) for k, m in enumerate(steps)]
+    step_results = [StepResult(k, [], m, [], losses if k == len(steps) - 1 else None) for k, m in enumerate(steps)]
     store.finish_run(run_id, {"total": 1.0}, step_results, judge="rules", analyses=analyses)
     return run_id
 

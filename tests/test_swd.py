@@ -307,7 +307,7 @@ def test_authors_directions_change_at_every_call_and_follow_the_seed():
 
 def test_swd_form_config_and_hash():
     from snap_bench.regularizers.swd import SlicedWassersteinRegularizer
-    from snap_bench.run.execute import _hashed_config
+    from snap_bench.run.spec import _hashed_config
 
     assert build_regularizer("swd", MethodConfig(swd_form="normalized"), 0).form == "normalized"
     assert build_regularizer("swd", MethodConfig(), 0).form == "authors"

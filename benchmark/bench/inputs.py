@@ -9,7 +9,7 @@ from snap_bench.errors import SnapBenchError
 
 
 def default_plan(cfg: BenchConfig, overrides: dict[str, str] | None = None):
-    from snap_bench.run.execute import RunSpec, plan
+    from snap_bench.run.spec import RunSpec, plan
 
     return plan(RunSpec(method=cfg.method, entities=[cfg.entity], model=cfg.model, overrides=dict(overrides or {}),
                         progress=False))
@@ -19,10 +19,10 @@ def training_inputs(p, tokenizer):
     """(method, UnlearnData, encoded streams) of a single-entity plan; the streams are encoded by
     ``trainer.encode_streams``, as training encodes them."""
     from snap_bench.methods.base import UnlearnData
-    from snap_bench.run.execute import _splits
+    from snap_bench.run.splits import make_splits
     from snap_bench.train.trainer import encode_streams
 
-    sp = _splits(p)
+    sp = make_splits(p)
     pack = p.packs[0]
     data = UnlearnData(packs=[pack], forget=sp.per_entity[pack.slug]["train"]["forget"],
                        retain=sp.per_entity[pack.slug]["train"]["retain"], general=sp.g_train)
@@ -43,9 +43,9 @@ def step_batches(encoded, cfg, seed: int, steps: int | None = None) -> list[list
 def eval_prompts(p, tok, n: int) -> list[list[int]]:
     """``n`` evaluation questions spread evenly over the default split's eval sets, tokenised."""
     from snap_bench.data import prompt_ids
-    from snap_bench.run.execute import _splits
+    from snap_bench.run.splits import make_splits
 
-    sp = _splits(p)
+    sp = make_splits(p)
     sets = sp.per_entity[p.packs[0].slug]["eval"]
     items = [*sets["forget"], *sets["multihop"], *sets["retain"], *sp.g_eval, *sp.cross_eval]
     if not items:

@@ -71,7 +71,7 @@ def _overrides(args) -> dict[str, str]:
 
 
 def _plan_runs(args, seeds: list[int]) -> list:
-    from snap_bench.run.execute import RunSpec, plan
+    from snap_bench.run.spec import RunSpec, plan
 
     overrides = _overrides(args)
     plans = []
@@ -173,9 +173,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_tasks_validate(args) -> int:
+    from snap_bench.evaluate.pack_gates import validate_pack
     from snap_bench.registry import ENTITIES
     from snap_bench.tasks import load_general, load_pack, load_pack_dir
-    from snap_bench.tasks.validate import validate_pack
 
     if not 0 < args.threshold <= 1:
         raise SnapBenchError(f"--threshold must be a cosine similarity in (0, 1], got {args.threshold}")

@@ -122,7 +122,7 @@ def run_sweep(suite_name: str, results_dir=None, progress: bool = True, dry_run:
               seeds: list[int] | None = None) -> dict[str, Any]:
     """Run (or with ``dry_run`` list) the suite's grid; ``seeds`` replaces the suite's ``seeds:`` list."""
     from snap_bench.util.fsutil import preflight_dir
-    from snap_bench.run.execute import RunSpec, plan
+    from snap_bench.run.spec import RunSpec, plan
     from snap_bench.train.scaling import launched_processes
     from snap_bench.store import Store, default_results_dir
 

@@ -25,12 +25,13 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from snap_bench.errors import SnapBenchError
+from snap_bench.records import StepResult
 from snap_bench.store.reader import StoreReader, default_results_dir
-from snap_bench.store.schema import (DB_NAME, ENV_HEARTBEAT_S, ENV_STALE_S, HEARTBEAT_S, SCHEMA, STALE_S, migrate,
-                                     needs_migration)
+from snap_bench.store.migrations import migrate, needs_migration
+from snap_bench.store.schema import DB_NAME, ENV_HEARTBEAT_S, ENV_STALE_S, HEARTBEAT_S, SCHEMA, STALE_S
 from snap_bench.util.redaction import redact
 
 
@@ -61,7 +62,7 @@ class Store(StoreReader):
             raise SnapBenchError(f"results store {self.path}: {exc}") from None
 
     def _migrate(self) -> None:
-        """Upgrade an older store in place (:func:`~snap_bench.store.schema.migrate`), in one write transaction."""
+        """Upgrade an older store in place (:func:`~snap_bench.store.migrations.migrate`), in one write transaction."""
         if not needs_migration(self.conn):
             return  # the usual case: no write lock taken just to open a store
         with self.transaction() as c:
@@ -169,15 +170,15 @@ class Store(StoreReader):
             [(run_id, step, i, k, v) for i, d in enumerate(losses or []) for k, v in d.items()],
         )
 
-    def finish_run(self, run_id: str, timings: dict[str, float], step_results: list[tuple], judge: str,
+    def finish_run(self, run_id: str, timings: dict[str, float], step_results: Sequence[StepResult], judge: str,
                    analyses: dict[str, Any] | None = None) -> None:
-        """Write every step's (step, metrics, records, losses), any analyses (probes, NLP scores) and
+        """Write every step's metrics, graded responses and losses, any analyses (probes, NLP scores) and
         mark the run done, atomically."""
         from snap_bench.util import faults
 
         with self.transaction() as c:
-            for step, metrics, records, losses in step_results:
-                self._write_step(c, run_id, step, metrics, records, judge, losses)
+            for s in step_results:
+                self._write_step(c, run_id, s.step, s.metrics, s.records, judge, s.losses)
             c.executemany(
                 "INSERT OR REPLACE INTO analyses VALUES (?,?,?)",
                 [(run_id, kind, json.dumps(payload, default=str)) for kind, payload in (analyses or {}).items()],

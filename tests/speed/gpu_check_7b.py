@@ -33,12 +33,13 @@ LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, nu
 
 def paper_setting(entity: str) -> dict:
     """Steps, tokens per step and evaluation questions of ``--preset paper`` for one entity (no model needed)."""
-    from snap_bench.run.execute import RunSpec, _splits, plan
+    from snap_bench.run.spec import RunSpec, plan
+    from snap_bench.run.splits import make_splits
     from snap_bench.train.trainer import plan_steps
 
     p = plan(RunSpec(method="snap", entities=[entity], model="tiny-random", preset="paper", progress=False,
                      overrides={"precision": "bf16"}))
-    sp = _splits(p)
+    sp = make_splits(p)
     train = sp.per_entity[entity]["train"]
     streams = {"forget": len(train["forget"]), "retain": len(train["retain"])}
     steps, per_stream = plan_steps(p.cfg, streams)

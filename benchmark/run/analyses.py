@@ -1,0 +1,103 @@
+"""What a run measures besides the refusal metrics, and the data it prepares before training:
+which retain items the untrained model knew, its answer log-likelihoods (so probes report a change),
+the knowledge probes and NLP utility of the final model, and ``retain_targets=self``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from snap_bench.run.spec import Plan
+from snap_bench.run.splits import Splits
+
+def known_retain(p: Plan, model, tok, sp: Splits, timings) -> dict[str, bool]:
+    """Which held-out retain items the untrained model answers correctly (ROUGE-L recall of the answer
+    >= KNOWN_ROUGE), from its greedy answers, cached per model weights and prompt settings."""
+    from snap_bench.run.untrained import untrained_responses
+    from snap_bench.evaluate.scores import KNOWN_ROUGE, rouge_l_recall
+
+    t = time.perf_counter()
+    items = [it for pk in p.packs for it in sp.per_entity[pk.slug]["eval"]["retain"]]
+    answers = untrained_responses(model, tok, items, p.cfg, system=p.cfg.system_prompt, progress=p.spec.progress)
+    timings["known"] = time.perf_counter() - t
+    return {it.id: rouge_l_recall(it.answer, answers[it.id]) >= KNOWN_ROUGE for it in items}
+
+
+
+def before_logprobs(p: Plan, model, tok, per_entity, timings) -> dict[str, dict[str, float]]:
+    """The untrained model's answer log-likelihoods on the probe items, so probes can report the change."""
+    from snap_bench.evaluate.probes import answer_logprob_by_id, probe_items
+
+    t = time.perf_counter()
+    out = {pk.slug: {s: answer_logprob_by_id(model, tok, probe_items(per_entity[pk.slug]["eval"][s], p.cfg.probe_limit, p.spec.seed),
+                                             system=p.cfg.system_prompt, batch_size=p.cfg.eval_batch_size)
+                     for s in ("forget", "retain")}
+           for pk in p.packs}
+    timings["probes_before"] = time.perf_counter() - t
+    return out
+
+
+def _retain_logprob(p: Plan, model, tok, items, before: dict[str, float], system) -> dict[str, Any]:
+    """The same likelihood probe on retain items. RA counts any non-refusal as retained, so a model
+    that answers retain questions with fluent nonsense scores RA 100; this shows it."""
+    from snap_bench.evaluate.probes import answer_logprob_by_id, logprob_change, probe_items
+
+    return logprob_change(before, answer_logprob_by_id(model, tok, probe_items(items, p.cfg.probe_limit, p.spec.seed), system=system,
+                                                       batch_size=p.cfg.eval_batch_size))
+
+
+def final_analyses(p: Plan, model, tok, judge, per_entity, records, system, before_logprobs, timings) -> dict[str, Any]:
+    """Knowledge probes and NLP utility of the final model, when the config asks for them."""
+    cfg, out = p.cfg, {}
+    if cfg.probes:
+        from snap_bench.evaluate.probes import run_probes
+        from snap_bench.train.trainer import train
+
+        t = time.perf_counter()
+        out["probes"] = {}
+        for pk in p.packs:
+            responses: dict[str, list[str]] = {}
+            for r in records:
+                if r.entity in (pk.slug, "general"):
+                    responses.setdefault(r.eval_set, []).append(r.response)
+            out["probes"][pk.slug] = run_probes(
+                model, tok, per_entity[pk.slug]["eval"]["forget"], judge, cfg, system=system,
+                before_logprobs=before_logprobs[pk.slug]["forget"], relearn=cfg.relearn_n > 0 and cfg.relearn_steps > 0,
+                seed=p.spec.seed, progress=p.spec.progress, probe_limit=cfg.probe_limit, n_relearn=cfg.relearn_n,
+                relearn_steps=cfg.relearn_steps, entity_names={pk.slug: pk.names}, eval_responses=responses,
+                train=train,  # the relearning attack trains through the run's own trainer
+            )
+            out["probes"][pk.slug]["retain_answer_logprob"] = _retain_logprob(
+                p, model, tok, per_entity[pk.slug]["eval"]["retain"], before_logprobs[pk.slug]["retain"], system)
+        timings["probes"] = time.perf_counter() - t
+    if cfg.eval_nlp:
+        from snap_bench.evaluate.nlp import evaluate_nlp, parse_tasks
+
+        t = time.perf_counter()
+        out["nlp"] = evaluate_nlp(model, tok, parse_tasks(cfg.nlp_tasks), limit=cfg.nlp_limit, seed=p.spec.seed,
+                                  progress=p.spec.progress, model_name=p.spec.model)
+        timings["nlp"] = time.perf_counter() - t
+    return out
+
+
+def self_retain_targets(p: Plan, model, tok, judge, per_entity, g_train, timings):
+    """Swap the retain (and general) training responses for the untrained model's own answers."""
+    from snap_bench.run.retain_targets import self_targets
+
+    t = time.perf_counter()
+    hard = p.cfg.retain_data in ("hard", "hard+general")
+    general = p.cfg.retain_data in ("general", "hard+general")
+    items = [it for pk in p.packs for it in per_entity[pk.slug]["train"]["retain"]] if hard else []
+    items += g_train if general else []
+    new, kept = self_targets(model, tok, items, judge, p.cfg, system=p.cfg.system_prompt, progress=p.spec.progress)
+    by_id = {it.id: it for it in new}
+    out = {}
+    for slug, split in per_entity.items():
+        train = dict(split["train"], retain=[by_id.get(it.id, it) for it in split["train"]["retain"]])
+        out[slug] = dict(split, train=train)
+    if p.spec.progress and kept:
+        print(f"snap-bench: {kept}/{len(items)} retain questions kept the pack's answer (the model declined them)",
+              file=sys.stderr)
+    timings["retain_targets"] = time.perf_counter() - t
+    return out, [by_id.get(it.id, it) for it in g_train]
