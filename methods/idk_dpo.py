@@ -26,10 +26,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from snap_bench.config import MethodConfig
 from snap_bench.data import IGNORE_INDEX, Example, collate, encode_example
-from snap_bench.methods.base import (RETAIN_STREAMS, StepContext, UnlearnData, as_examples, nll_per_stream,
-                                     retain_terms, sequence_logprob)
+from snap_bench.methods._preference import PreferenceConfig, PreferenceMethod
+from snap_bench.methods.base import StepContext, UnlearnData, sequence_logprob
 from snap_bench.registry import register_method
 from snap_bench import util
 
@@ -51,39 +50,20 @@ def prompt_key(input_ids, labels, attention_mask=None) -> tuple[int, ...]:
 
 
 @dataclass
-class IdkDpoConfig(MethodConfig):
-    """IdkDPO's settings: the shared fields plus β and the retain weight."""
-
-    regularizer: str = "none"
-    """No parameter regularizer by default (the reference model anchors the loss)."""
-    beta: float = 0.1
-    """Inverse temperature β of DPO (Rafailov et al. and the TOFU/NPO baselines: 0.1)."""
-    retain_weight: float = 1.0
-    """Weight of the retain (and general) NLL terms (TOFU / NPO's DPO+RT: 1, an unweighted sum); 0 = DPO alone."""
-
-    def validate(self) -> None:
-        super().validate()
-        self.require_positive("beta")
-        self.require_nonnegative("retain_weight")
+class IdkDpoConfig(PreferenceConfig):
+    """IdkDPO's settings: the shared fields plus β (Rafailov et al. and the TOFU/NPO baselines: 0.1) and the
+    retain weight (TOFU / NPO's DPO+RT: 1, an unweighted sum; 0 = DPO alone)."""
 
 
 @register_method("idk_dpo")
-class IdkDpo:
+class IdkDpo(PreferenceMethod):
     config_cls = IdkDpoConfig
-    trains = True
-    needs_reference = True
+    forget_target = "response"  # chosen: the obliterated response
 
     def __init__(self, cfg: IdkDpoConfig):
-        self.cfg = cfg
+        super().__init__(cfg)
         self._rejected: dict[tuple[int, ...], dict[str, list[int]]] = {}
         self._pad_id = 0
-
-    def streams(self, data: UnlearnData):
-        streams = {"forget": as_examples(data.forget, "response")}  # chosen: the obliterated response
-        if self.cfg.retain_weight > 0:
-            for name, items in data.retain_streams(self.cfg.retain_data).items():  # "retain", "general"
-                streams[name] = as_examples(items, "response")
-        return streams
 
     def prepare(self, tokenizer, data: UnlearnData, seed: int) -> None:
         """Before training: encode each forget question's true answer, keyed by the chosen example's prompt tokens."""
@@ -106,15 +86,9 @@ class IdkDpo:
         return {k: v.to(chosen["input_ids"].device) for k, v in collate(rows, self._pad_id).items()}
 
     def loss(self, model, batches, ctx: StepContext):
-        if ctx.reference is None:
-            raise RuntimeError("idk_dpo needs the frozen initial model in ctx.reference (needs_reference = True)")
-        chosen = batches["forget"]
+        reference, chosen = self.reference(ctx, "idk_dpo"), batches["forget"]
         rejected = self.rejected_batch(chosen)
         lw, ll = sequence_logprob(model, chosen), sequence_logprob(model, rejected)
         with torch.no_grad():
-            rw, rl = sequence_logprob(ctx.reference, chosen), sequence_logprob(ctx.reference, rejected)
-        terms = {"forget": dpo_loss(lw, ll, rw, rl, self.cfg.beta)}
-        keep = {k: batches[k] for k in RETAIN_STREAMS if k in batches}
-        if keep:  # one forward pass over the retain and general streams
-            terms.update(retain_terms(nll_per_stream(model, keep), self.cfg.retain_weight))
-        return terms
+            rw, rl = sequence_logprob(reference, chosen), sequence_logprob(reference, rejected)
+        return self.with_retain_terms(model, batches, {"forget": dpo_loss(lw, ll, rw, rl, self.cfg.beta)})

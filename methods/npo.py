@@ -23,9 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from snap_bench.config import MethodConfig
-from snap_bench.methods.base import (RETAIN_STREAMS, StepContext, UnlearnData, as_examples, nll_per_stream,
-                                     retain_terms, sequence_logprob)
+from snap_bench.methods._preference import PreferenceConfig, PreferenceMethod
+from snap_bench.methods.base import StepContext, sequence_logprob
 from snap_bench.registry import register_method
 
 
@@ -35,47 +34,23 @@ def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.T
 
 
 @dataclass
-class NpoConfig(MethodConfig):
-    """NPO's settings: the shared fields plus β and the retain weight."""
+class NpoConfig(PreferenceConfig):
+    """NPO's settings: the shared fields plus β (paper: 0.1) and the retain weight (1 = NPO+RT, the paper's
+    TOFU variant; 0 = plain NPO)."""
 
     regularizer: str = "none"
     """Zhang et al. use no parameter regularizer (the reference model anchors the loss)."""
-    beta: float = 0.1
-    """Inverse temperature β of the NPO loss (paper: 0.1)."""
-    retain_weight: float = 1.0
-    """Weight of the retain (and general) NLL terms: 1 = NPO+RT (the paper's TOFU variant), 0 = plain NPO."""
-
-    def validate(self) -> None:
-        super().validate()
-        self.require_positive("beta")
-        self.require_nonnegative("retain_weight")
 
 
 @register_method("npo")
-class Npo:
+class Npo(PreferenceMethod):
+    """The forget stream is the true answers (``forget_target = "answer"``), pushed below the reference."""
+
     config_cls = NpoConfig
-    trains = True
-    needs_reference = True
-
-    def __init__(self, cfg: NpoConfig):
-        self.cfg = cfg
-
-    def streams(self, data: UnlearnData):
-        streams = {"forget": as_examples(data.forget, "answer")}
-        if self.cfg.retain_weight > 0:
-            for name, items in data.retain_streams(self.cfg.retain_data).items():  # "retain", "general"
-                streams[name] = as_examples(items, "response")
-        return streams
 
     def loss(self, model, batches, ctx: StepContext):
-        if ctx.reference is None:
-            raise RuntimeError("npo needs the frozen initial model in ctx.reference (needs_reference = True)")
-        forget = batches["forget"]
+        reference, forget = self.reference(ctx, "npo"), batches["forget"]
         logp = sequence_logprob(model, forget)
         with torch.no_grad():
-            ref_logp = sequence_logprob(ctx.reference, forget)
-        terms = {"forget": npo_loss(logp, ref_logp, self.cfg.beta)}
-        keep = {k: batches[k] for k in RETAIN_STREAMS if k in batches}
-        if keep:  # one forward pass over the retain and general streams
-            terms.update(retain_terms(nll_per_stream(model, keep), self.cfg.retain_weight))
-        return terms
+            ref_logp = sequence_logprob(reference, forget)
+        return self.with_retain_terms(model, batches, {"forget": npo_loss(logp, ref_logp, self.cfg.beta)})
