@@ -10,7 +10,7 @@ SHELL  := /bin/bash
 # pip prints one warning per package for this machine's extra local index; they are noise.
 QUIET   = 2>&1 | sed '/is ignored: it is neither a file nor a directory/d'
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast bench lint-imports clean
 
 setup: $(VENV)/.snap-bench-installed
 
@@ -36,6 +36,10 @@ test-fast: setup
 # The speed suite (pytest-benchmark, no timed asserts): deselected by `make test`, run here with its timings.
 bench: setup
 	$(PY) -m pytest -q tests/speed --run-speed
+
+# The import-linter contracts of pyproject.toml, on a view of the four code folders (tests/test_imports.py says why).
+lint-imports: setup
+	$(PY) tests/test_imports.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

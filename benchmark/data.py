@@ -10,6 +10,12 @@ import torch
 
 IGNORE_INDEX = -100
 
+# The names of the training streams a method's ``streams`` returns that the trainer and the regularizers
+# know: the data to forget, and the two kinds of data to keep (D_r ``retain``, D_g ``general``). A method
+# may add streams of its own names.
+FORGET_STREAM = "forget"
+RETAIN_STREAMS = ("retain", "general")
+
 
 @dataclass(frozen=True)
 class Example:

@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 
-from snap_bench.data import IGNORE_INDEX, Example
+from snap_bench.data import RETAIN_STREAMS, Example
+# The loss primitives live in snap_bench.logprobs (shared with regularizers and probes); method authors
+# import them from here.
+from snap_bench.logprobs import nll_per_stream, sequence_logprob, token_logprobs  # noqa: F401
 from snap_bench.tasks import Item, Pack
 
 
@@ -60,7 +62,6 @@ class UnlearnData:
 
 # retain_data -> the streams it trains on (names as in ``retain_streams`` and in the methods' loss terms)
 RETAIN_SOURCES = {"hard": ("retain",), "general": ("general",), "hard+general": ("retain", "general"), "none": ()}
-RETAIN_STREAMS = ("retain", "general")
 
 
 def retain_terms(nll: Mapping[str, torch.Tensor], weight: float) -> dict[str, torch.Tensor]:
@@ -143,63 +144,3 @@ def complete_method(cls: type) -> type:
 def as_examples(items: list[Item], target: str = "response") -> list[Example]:
     """(question, target) pairs; ``target`` is ``response`` (obliterated/normal) or ``answer`` (the truth)."""
     return [Example(i.question, getattr(i, target), i.id) for i in items]
-
-
-def _supports_hidden_path(model) -> bool:
-    cfg = getattr(model, "config", None)
-    return (
-        hasattr(model, "base_model")
-        and model.get_output_embeddings() is not None
-        and getattr(cfg, "final_logit_softcapping", None) is None
-        and getattr(cfg, "logit_scale", None) is None
-    )
-
-
-def token_logprobs(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probabilities of the labelled tokens and the row each belongs to.
-
-    The LM head runs only on positions that carry a label (the responses), which skips the
-    vocabulary projection for every prompt and padding token.
-    """
-    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-    targets = labels[:, 1:]
-    sel = targets != IGNORE_INDEX
-    if _supports_hidden_path(model):
-        hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
-        logits = model.get_output_embeddings()(hidden[sel])
-    else:
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1][sel]
-    logp = -F.cross_entropy(logits.float(), targets[sel], reduction="none")
-    rows = sel.nonzero()[:, 0]
-    return logp, rows
-
-
-def nll_per_stream(model, batches: Mapping[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Mean token NLL of each stream's responses, from ONE forward pass over all streams."""
-    names = list(batches)
-    width = max(b["input_ids"].shape[1] for b in batches.values())
-
-    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
-        return F.pad(t, (0, width - t.shape[1]), value=value)
-
-    merged = {
-        "input_ids": torch.cat([pad(batches[n]["input_ids"], 0) for n in names]),
-        "attention_mask": torch.cat([pad(batches[n]["attention_mask"], 0) for n in names]),
-        "labels": torch.cat([pad(batches[n]["labels"], IGNORE_INDEX) for n in names]),
-    }
-    logp, rows = token_logprobs(model, merged)
-    out: dict[str, torch.Tensor] = {}
-    start = 0
-    for n in names:
-        k = batches[n]["input_ids"].shape[0]
-        in_stream = (rows >= start) & (rows < start + k)
-        out[n] = -logp[in_stream].mean() if bool(in_stream.any()) else logp.sum() * 0.0
-        start += k
-    return out
-
-
-def sequence_logprob(model, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Sum of labelled-token log-probabilities per row (for preference losses such as NPO/DPO)."""
-    logp, rows = token_logprobs(model, batch)
-    out = torch.zeros(batch["input_ids"].shape[0], dtype=logp.dtype, device=logp.device)
-    return out.index_add(0, rows, logp)

@@ -45,13 +45,12 @@ from typing import Mapping
 
 import torch
 
-from snap_bench.data import collate
-
-from snap_bench.methods.base import nll_per_stream
+from snap_bench.data import FORGET_STREAM, RETAIN_STREAMS, collate
+from snap_bench.logprobs import nll_per_stream
 from snap_bench.registry import register_regularizer
 from snap_bench.regularizers.base import trainable
 
-KEEP_STREAMS = ("retain", "general")
+KEEP_STREAMS = RETAIN_STREAMS
 DEFAULT_MAX_EXAMPLES = 32
 
 
@@ -60,8 +59,8 @@ def pick_streams(encoded: Mapping[str, list]) -> list[str]:
     keep = [name for name in KEEP_STREAMS if encoded.get(name)]
     if keep:
         return keep
-    if encoded.get("forget"):
-        return ["forget"]
+    if encoded.get(FORGET_STREAM):
+        return [FORGET_STREAM]
     return [k for k, v in encoded.items() if v][:1]
 
 

@@ -1,4 +1,4 @@
-"""Entity task packs: the data (``packs/``), their loader and their quality gates.
+"""Entity task packs: the data (``packs/``) and their loader (the quality gates are ``snap_bench.evaluate.pack_gates``).
 
 ``load_pack("peter_parker")`` returns a validated :class:`Pack`; ``load_general()`` returns the
 general set D_g. See ``README.md`` beside this file for the format.

@@ -2,7 +2,7 @@
 
 Structural problems (bad JSON, missing or mistyped fields, duplicate ids, unknown categories)
 are :class:`PackError` naming the file, the line and the field. Semantic quality gates that
-need a judge or an embedding model live in :mod:`snap_bench.tasks.validate`.
+need a judge or an embedding model live in :mod:`snap_bench.evaluate.pack_gates`.
 """
 
 from __future__ import annotations

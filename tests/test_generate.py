@@ -22,7 +22,7 @@ import pytest
 
 from snap_bench.packgen import ChatClient, parse_json_object, parse_list, redact, slugify
 from snap_bench.tasks import load_general, load_pack, load_pack_dir
-from snap_bench.tasks.validate import validate_pack
+from snap_bench.evaluate.pack_gates import validate_pack
 
 CANARY = "sk-canary-7f3a9c2e-DO-NOT-LEAK-41b8"
 ENTITY = "Wanda Maximoff"

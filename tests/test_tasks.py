@@ -4,7 +4,7 @@ import pytest
 
 from snap_bench.registry import ENTITIES
 from snap_bench.tasks import PackError, load_general, load_pack, load_pack_dir, split_items
-from snap_bench.tasks.validate import check_items, validate_pack
+from snap_bench.evaluate.pack_gates import check_items, validate_pack
 
 SHIPPED = ["peter_parker", "black_panther", "doctor_strange", "bill_gates"]
 

@@ -84,8 +84,8 @@ def _generate(args, api_key: str) -> int:
     cache = Path(args.cache) if args.cache else default_cache_dir()
     _ensure_writable_dir(cache, "--cache")
 
+    from snap_bench.evaluate.pack_gates import validate_pack
     from snap_bench.tasks import load_general, load_pack_dir
-    from snap_bench.tasks.validate import validate_pack
 
     general = load_general()
     _warn_general_clash(general, opts)

@@ -27,8 +27,8 @@ class Responding:
 
     def _check(self, set_name: str, item: dict) -> str | None:
         """The first pack rule the item breaks (the validator's own per-item checks), or None."""
+        from snap_bench.evaluate.pack_gates import check_items
         from snap_bench.tasks.packs import Item, Pack
-        from snap_bench.tasks.validate import check_items
 
         it = Item(**{**item, "keywords": tuple(item["keywords"])})
         pack = Pack(slug=self.o.slug, name=self.o.name, aliases=self.o.aliases, kind=self.o.kind, description="",

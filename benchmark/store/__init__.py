@@ -1,7 +1,8 @@
 """The results store: one SQLite file (``results/snap_bench.sqlite`` by default).
 
-Three modules, read in this order: :mod:`~snap_bench.store.schema` (the DDL, its additive migrations and
-the store's constants), :mod:`~snap_bench.store.reader` (:class:`StoreReader`: read-only, never migrates,
+Four modules, read in this order: :mod:`~snap_bench.store.schema` (the DDL and the store's constants),
+:mod:`~snap_bench.store.migrations` (the additive upgrades of older stores, used by the writer only),
+:mod:`~snap_bench.store.reader` (:class:`StoreReader`: read-only, never migrates,
 reaps or writes; what report and bench use) and :mod:`~snap_bench.store.writer` (:class:`Store`: creates,
 migrates, reaps dead runs, claims config hashes, beats hearts and writes each change atomically). The reader
 imports nothing of the writer. The names other code imports are re-exported here.

@@ -1,14 +1,13 @@
-"""The results store's schema: the SQLite DDL, its version and the additive migrations, plus the store's
-constants (file name, heartbeat and staleness defaults and their environment variables).
+"""The results store's schema: the SQLite DDL and its version, plus the store's constants (file name,
+heartbeat and staleness defaults and their environment variables).
 
-Schema changes are additive only (new tables and columns, each guarded), so a store written by an older
-snap-bench opens, upgrades in place and keeps every row. Only the writer (:class:`~snap_bench.store.Store`)
-creates and migrates; the reader never does, so it must cope with a store of any earlier version.
+Schema changes are additive only (new tables and columns, each guarded; the upgrade of an older store is
+:mod:`~snap_bench.store.migrations`), so a store written by an older snap-bench opens, upgrades in place and
+keeps every row. Only the writer (:class:`~snap_bench.store.Store`) creates and migrates; the reader never
+does, so it must cope with a store of any earlier version.
 """
 
 from __future__ import annotations
-
-import sqlite3
 
 DB_NAME = "snap_bench.sqlite"
 SCHEMA_VERSION = 2
@@ -18,11 +17,6 @@ HEARTBEAT_S = 15.0
 """Seconds between a running run's heartbeats (``$SNAP_BENCH_HEARTBEAT_S``)."""
 STALE_S = 300.0
 """A run whose heartbeat is older than this is presumed dead, whatever host owns it (``$SNAP_BENCH_STALE_S``)."""
-# (table, column, declaration): added when missing. Never drop or rename a column here; readers
-# of older stores and the report generator depend on the existing ones.
-COLUMNS = (
-    ("runs", "heartbeat", "REAL"),  # v2: last sign of life of a running run (unix time)
-)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -88,26 +82,3 @@ CREATE TABLE IF NOT EXISTS saved_models (
     saved_at REAL NOT NULL
 );
 """
-
-
-def needs_migration(conn: sqlite3.Connection) -> bool:
-    """Whether a store lacks a column of :data:`COLUMNS` or records an older schema version."""
-    for table, column, _ in COLUMNS:
-        if column not in {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}:
-            return True
-    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    return row is None or int(row["value"]) < SCHEMA_VERSION
-
-
-def migrate(c: sqlite3.Connection) -> None:
-    """Bring a store from any earlier schema version up to SCHEMA_VERSION, additively.
-
-    Call it inside one write transaction, so two processes opening an old store at once do not both
-    try to add the same column."""
-    for table, column, decl in COLUMNS:
-        have = {r["name"] for r in c.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-    row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    if row is None or int(row["value"]) < SCHEMA_VERSION:
-        c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

@@ -1,6 +1,8 @@
 """Quality gates for task packs (``snap-bench tasks validate``).
 
-Beyond the structural checks of the loader, a pack must be *usable as a benchmark*:
+Beyond the structural checks of the loader (:mod:`snap_bench.tasks.packs`), a pack must be *usable as a
+benchmark*. The gates judge the pack with the evaluation's own judge and embedding model, so they live
+here, in the evaluate layer, and the tasks package imports nothing of evaluate:
 
 - forget/multihop items carry an answer and leak keywords that their own question and refusal
   do not contain (otherwise the leak check would fire on an echo of the question);
