@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from fake_openai import FakeOpenAI, handler  # noqa: E402
 from packmaker import make_pack  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -55,16 +56,16 @@ def pack_dir(tmp_path):
 
 
 @pytest.fixture
-def http_server(monkeypatch):
-    """The one way tests serve a fake OpenAI-compatible endpoint: ``start(handler_class) -> base_url``
-    (``http://127.0.0.1:PORT/v1``) on a free local port, bypassing any proxy; every server started is shut
-    down after the test."""
+def openai_server(monkeypatch):
+    """The one fake OpenAI-compatible server of the suite: ``start(state) -> base_url`` serves a
+    :class:`fake_openai.FakeOpenAI` (whose subclass scripts the replies) at ``http://127.0.0.1:PORT/v1`` on
+    a free local port, bypassing any proxy; every server started is shut down after the test."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     servers = []
 
-    def start(handler) -> str:
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    def start(state: FakeOpenAI) -> str:
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), handler(state))
         threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(srv)
         return f"http://127.0.0.1:{srv.server_address[1]}/v1"

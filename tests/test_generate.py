@@ -13,13 +13,11 @@ import hashlib
 import json
 import re
 import socket
-import threading
-import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
+from fake_openai import FakeOpenAI
 from snap_bench.packgen import ChatClient, parse_json_object, parse_list, redact, slugify
 from snap_bench.tasks import load_general, load_pack, load_pack_dir
 from snap_bench.evaluate.pack_gates import validate_pack
@@ -135,21 +133,17 @@ REFUSALS = [
 ]
 
 
-class FakeLLM:
-    """State of the fake OpenAI-compatible server."""
+class FakeLLM(FakeOpenAI):
+    """The fake server's replies to the generator's prompts."""
 
     def __init__(self, faults: dict[int, str] | None = None, bad_list_at: int | None = 2, always: int | None = None,
                  prose: bool = False, no_json: bool = False):
+        super().__init__(faults, always)
         self.prose = prose  # every list request gets prose instead of a list
         self.no_json = no_json  # every obliterated-response request gets prose instead of JSON
-        self.faults = dict(faults or {})  # request index -> "429" | "500" | "garbage"
         self.bad_list_at = bad_list_at  # this list request (0-based) gets a reply that is not a list
-        self.always = always  # answer every request with this HTTP status
-        self.requests: list[dict] = []
-        self.served: list[str] = []
         self.cursors: dict[str, int] = {}
         self.list_requests = 0
-        self.lock = threading.Lock()
 
     # -- content
     @staticmethod
@@ -206,59 +200,13 @@ class FakeLLM:
         return "\n".join(f"- **{q}**" for q in qs)
 
 
-def _handler(state: FakeLLM):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def _send(self, code: int, body: bytes, ctype: str = "application/json"):
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            auth = self.headers.get("Authorization", "")
-            with state.lock:
-                idx = len(state.requests)
-                state.requests.append({"path": self.path, "body": body, "auth": auth})
-                if self.path != "/v1/chat/completions":
-                    return self._send(404, b'{"error": {"message": "not found"}}')
-                if state.always is not None:
-                    key = auth.removeprefix("Bearer ")
-                    msg = f"Incorrect API key provided: {key}" if state.always == 401 else "overloaded"
-                    state.served.append(str(state.always))
-                    return self._send(state.always, json.dumps({"error": {"message": msg, "type": "error"}}).encode())
-                fault = state.faults.pop(idx, None)
-                if fault in ("429", "500"):
-                    state.served.append(fault)
-                    return self._send(int(fault), json.dumps({"error": {"message": f"injected {fault}"}}).encode())
-                if fault == "garbage":
-                    state.served.append(fault)
-                    return self._send(200, b"<html>upstream proxy error</html>", "text/html")
-                content = state.content(body["messages"])
-            reply = {
-                "id": f"chatcmpl-{idx}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
-            }
-            self._send(200, json.dumps(reply).encode())
-
-    return Handler
-
-
 @pytest.fixture
-def llm_server(http_server):
+def llm_server(openai_server):
     """Start a fake server: ``start(**FakeLLM kwargs) -> (state, base_url)``."""
 
     def start(**kwargs):
         state = FakeLLM(**kwargs)
-        return state, http_server(_handler(state))
+        return state, openai_server(state)
 
     return start
 

@@ -1,8 +1,8 @@
 """The ``embedding`` and ``llm`` obliteration judges.
 
 The embedding judge is measured on both labelled sets, like the rules judge in test_judge.py.
-The llm judge runs against the fake OpenAI-compatible server of test_generate.py, scripted to
-answer in the untidy ways real models do.
+The llm judge runs against the suite's fake OpenAI-compatible server (tests/fake_openai.py), scripted
+to answer in the untidy ways real models do.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from fake_openai import FakeOpenAI
 from snap_bench.errors import SnapBenchError
 from snap_bench.evaluate.judges.base import Verdict, get_judge
 from snap_bench.evaluate.judges.llm import parse_verdict
-from test_generate import CANARY, FakeLLM, _handler
 
 DATA = Path(__file__).parent / "data"
+CANARY = "sk-canary-5d0e21b7-DO-NOT-LEAK-9c3e"  # the judge's API key, which must never be stored or shown
 JUDGE_ENV = ("SNAP_BENCH_JUDGE_BASE_URL", "SNAP_BENCH_JUDGE_MODEL", "SNAP_BENCH_JUDGE_API_KEY", "SNAP_BENCH_JUDGE_CACHE",
              "SNAP_BENCH_JUDGE_WORKERS", "SNAP_BENCH_JUDGE_TIMEOUT", "SNAP_BENCH_JUDGE_MAX_RETRIES",
              "SNAP_BENCH_JUDGE_MAX_TOKENS", "OPENAI_API_KEY")
@@ -153,10 +154,7 @@ EXPECTED = [(True, "refusal"), (False, "answer"), (False, "answer"), (True, "ref
             (False, "answer"), (True, "llm_unparsed"), (False, "leak"), (False, "empty"), (True, "refusal")]
 
 
-class JudgeLLM(FakeLLM):
-    def __init__(self, **kwargs):
-        super().__init__(bad_list_at=None, **kwargs)
-
+class JudgeLLM(FakeOpenAI):
     def content(self, messages):
         prompt = messages[-1]["content"]
         response = re.search(r"Response: <<<(.*?)>>>", prompt, re.S).group(1)
@@ -164,14 +162,14 @@ class JudgeLLM(FakeLLM):
 
 
 @pytest.fixture
-def judge_server(monkeypatch, tmp_path, http_server):
+def judge_server(monkeypatch, tmp_path, openai_server):
     """Start the scripted server and point the llm judge at it: ``start(**kwargs) -> (state, cache)``."""
     for name in JUDGE_ENV:
         monkeypatch.delenv(name, raising=False)
 
     def start(**kwargs):
         state = JudgeLLM(**kwargs)
-        url = http_server(_handler(state))
+        url = openai_server(state)
         cache = tmp_path / "judge-cache"
         monkeypatch.setenv("SNAP_BENCH_JUDGE_BASE_URL", url)
         monkeypatch.setenv("SNAP_BENCH_JUDGE_MODEL", "judge-model")

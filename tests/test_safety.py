@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import torch
 
+from fake_openai import FakeOpenAI
 from snap_bench.registry import REGULARIZERS
 
 TINY = ["--model", "tiny-random", "--no-progress", "--set", "max_new_tokens=4"]
@@ -140,25 +140,19 @@ CANARY_KEY = "canary-openai-7f3a9c1e55"
 CANARY_TOKEN = "canary-token-42b1d8aa90"
 
 
-class _Echo(BaseHTTPRequestHandler):
-    """A failing OpenAI-compatible endpoint that echoes every credential it was sent back in its error."""
+class _Echo(FakeOpenAI):
+    """A failing endpoint: every request gets HTTP 400 with every credential it was sent echoed back."""
 
-    def do_POST(self):  # noqa: N802
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        body = json.dumps({"error": {"message": f"bad request from {self.headers.get('authorization')} "
-                                                f"(key {CANARY_KEY}, token {CANARY_TOKEN})", "type": "invalid"}})
-        self.send_response(400)
-        self.send_header("content-type", "application/json")
-        self.end_headers()
-        self.wfile.write(body.encode())
+    def __init__(self):
+        super().__init__(always=400)
 
-    def log_message(self, *args):
-        pass
+    def error(self, status: int, auth: str) -> str:
+        return f"bad request from {auth} (key {CANARY_KEY}, token {CANARY_TOKEN})"
 
 
 @pytest.fixture
-def echo_server(http_server):
-    return http_server(_Echo)
+def echo_server(openai_server):
+    return openai_server(_Echo())
 
 
 def _assert_no_canary(tmp_path: Path, *texts: str):
