@@ -209,9 +209,19 @@ def test_hard_plus_general_gives_two_streams_retain_and_general(pack_dir, method
 
 
 def test_sku_stage_one_preserves_on_retain_and_general_separately(pack_dir):
+    data = _with_general(pack_dir)
     method, cfg = make_method("sku", retain_data="hard+general")
-    s = method.streams(_with_general(pack_dir))
+    s = method.streams(data)
     assert set(s) == {"forget", "shuffled", "retain", "general"}
+    assert [ex.response for ex in s["forget"]] == [it.answer for it in data.forget]  # distorts the truth
+    assert [ex.source for ex in s["retain"]] == [it.id for it in data.retain]  # D_r alone
+    assert [ex.source for ex in s["general"]] == [it.id for it in data.general]  # D_g alone
+    assert all(ex.response == it.response for ex, it in zip(s["general"], data.general))
+    # the shuffled stream pairs forget questions with other questions' answers, never their own
+    truth = {it.question: it.answer for it in data.forget}
+    assert s["shuffled"] and all(ex.response != truth[ex.question] for ex in s["shuffled"])
+    hard, _ = make_method("sku", retain_data="hard")
+    assert set(hard.streams(data)) == {"forget", "shuffled", "retain"}
 
 
 def test_retain_streams_helper():

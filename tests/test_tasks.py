@@ -21,8 +21,17 @@ def test_shipped_pack_sizes_and_gates(slug):
     assert not problems, [str(p) for p in problems[:10]]
 
 
-def test_general_set_size():
-    assert len(load_general()["general"]) >= 100
+def test_general_set_is_distinct_questions_the_rules_judge_rates_answered():
+    """D_g is what a run must keep answering: 100+ distinct everyday questions, each with a normal answer
+    (a response that declines would teach refusal through the retain loss and score as forgetting)."""
+    from snap_bench.evaluate.judges.base import get_judge
+
+    items = load_general()["general"]
+    assert len(items) >= 100
+    assert len({it.id for it in items}) == len({it.question.casefold() for it in items}) == len(items)
+    assert all(it.response.strip() and it.entity == "general" for it in items)
+    verdicts = get_judge("rules").judge_many([(it.question, it.response, it.keywords) for it in items])
+    assert not [it.id for it, v in zip(items, verdicts) if v.obliterated]
 
 
 def test_split_is_deterministic_proportional_and_disjoint():
