@@ -159,7 +159,7 @@ _LEGACY_VALUES = {"swd_form": "normalized", "precision": "fp32", "select_criteri
 # Settings that change how a run computes, never what it computes: stored with the run (record["execution"]),
 # outside its config hash, so flipping one neither re-runs a sweep nor makes a new report row. Gradient
 # checkpointing recomputes the same arithmetic (tests/test_scaling.py: losses and weights bit-identical; a
-# whole default run on SmolLM2-135M gave identical metrics, README "Memory").
+# whole default run on SmolLM2-135M gave identical metrics, docs/speed.md "Memory").
 _EXECUTION_ONLY = ("gradient_checkpointing",)
 
 
