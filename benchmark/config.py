@@ -175,6 +175,12 @@ class MethodConfig:
     """Forget facts (question -> true answer) the relearning attack fine-tunes on; UA is measured on the others."""
     relearn_steps: int = 5
     """Optimizer steps of the relearning attack."""
+    mia: bool = False
+    """Membership inference (``evaluate/mia.py``): per entity, the AUC with which LOSS, ZLib, Min-K% and Min-K%++
+    (k = 20%) tell the forget items trained on from the held-out ones, on the untrained and the final model; 0.5 =
+    no trace. Printed under ``"mia"``."""
+    mia_limit: int = 100
+    """Members and non-members per entity for ``mia`` (equal numbers, a seeded stratified sample of the larger set)."""
     eval_nlp: bool = False
     """Zero-shot NLP utility (paper Table 2) through lm-evaluation-harness (``evaluate/nlp/``). Printed under ``"nlp"``."""
     nlp_tasks: str = "hellaswag,lambada_openai,winogrande,piqa,arc_challenge,mmlu,openbookqa,boolq,mathqa"
@@ -197,7 +203,8 @@ class MethodConfig:
 
     def validate(self) -> None:
         self.require_positive("lr", "batch_size", "retain_ratio", "general_ratio", "max_length", "swd_projections",
-                              "swd_p", "max_new_tokens", "eval_batch_size", "probe_limit")
+                              "swd_p", "max_new_tokens", "eval_batch_size", "probe_limit",
+                              "mia_limit")
         self.require_nonnegative("weight_decay", "lambda_reg", "max_grad_norm", "epochs", "warmup_steps", "train_size",
                                  "general_eval_size", "relearn_n", "relearn_steps")
         for name in ("max_steps", "eval_limit", "nlp_limit"):

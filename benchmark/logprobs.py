@@ -24,8 +24,9 @@ def _supports_hidden_path(model) -> bool:
     )
 
 
-def token_logprobs(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probabilities of the labelled tokens and the row each belongs to.
+def labelled_logits(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The logits that predict each labelled token (one row per labelled position, full vocabulary),
+    those tokens, and the batch row each belongs to.
 
     The LM head runs only on positions that carry a label (the responses), which skips the
     vocabulary projection for every prompt and padding token.
@@ -38,8 +39,13 @@ def token_logprobs(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tens
         logits = model.get_output_embeddings()(hidden[sel])
     else:
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1][sel]
-    logp = -F.cross_entropy(logits.float(), targets[sel], reduction="none")
-    rows = sel.nonzero()[:, 0]
+    return logits, targets[sel], sel.nonzero()[:, 0]
+
+
+def token_logprobs(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of the labelled tokens and the row each belongs to (see :func:`labelled_logits`)."""
+    logits, targets, rows = labelled_logits(model, batch)
+    logp = -F.cross_entropy(logits.float(), targets, reduction="none")
     return logp, rows
 
 

@@ -1,5 +1,5 @@
 """What the CLI prints: the ``--json`` object, and the fixed-width text of a run's results (Table-1 rows,
-probes, NLP scores) and of a multi-seed summary (mean ± sample std per entity and metric).
+probes, membership inference, NLP scores) and of a multi-seed summary (mean ± sample std per entity and metric).
 
 Only the CLI prints these; the run layer returns plain results and never formats them.
 """
@@ -58,6 +58,18 @@ def probe_rows(probes: dict[str, Any]) -> str:
         flu = pr.get("fluency", {}).get("eval_sets") or {}
         if flu:
             lines.append("  degenerate responses %: " + "  ".join(f"{k} {_fmt(v).strip()}" for k, v in flu.items()))
+    return "\n".join(lines)
+
+
+def mia_rows(mia: dict[str, Any]) -> str:
+    """Membership-inference AUC per entity and attack, before → after unlearning (0.5: no trace)."""
+    lines = []
+    for entity, m in mia.items():
+        lines.append(f"membership inference AUC · {entity} · {m['n_members']} trained-on vs {m['n_nonmembers']} "
+                     "held-out forget items (0.5 = no trace)")
+        for attack in ("loss", "zlib", "mink", "minkpp"):
+            a = m[attack]
+            lines.append(f"  {attack:<7} before {_num(a['before'])} → after {_num(a['after'])} (Δ {_num(a['delta'])})")
     return "\n".join(lines)
 
 
@@ -123,6 +135,8 @@ def print_run(result: dict[str, Any]) -> None:
     print(table1_rows(result))
     if result.get("probes"):
         print("\n" + probe_rows(result["probes"]))
+    if result.get("mia"):
+        print("\n" + mia_rows(result["mia"]))
     if result.get("nlp"):
         print("\n" + nlp_rows(result["nlp"]))
     t = result["timings"]

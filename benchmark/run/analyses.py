@@ -1,6 +1,7 @@
 """What a run measures besides the refusal metrics, and the data it prepares before training:
-which retain items the untrained model knew, its answer log-likelihoods (so probes report a change),
-the knowledge probes and NLP utility of the final model, and ``retain_targets=self``."""
+which retain items the untrained model knew, its answer log-likelihoods and membership-inference scores
+(so probes and MIA report a change), the knowledge probes, membership inference and NLP utility of the
+final model, and ``retain_targets=self``."""
 
 from __future__ import annotations
 
@@ -38,6 +39,35 @@ def before_logprobs(p: Plan, model, tok, per_entity, timings) -> dict[str, dict[
     return out
 
 
+def _mia_sets(p: Plan, per_entity, slug: str):
+    """The entity's members (forget items trained on) and non-members (held-out forget items), balanced and capped."""
+    from snap_bench.evaluate.mia import mia_items
+
+    split = per_entity[slug]
+    return mia_items(split["train"]["forget"], split["eval"]["forget"], p.cfg.mia_limit, p.spec.seed)
+
+
+def mia_scores(p: Plan, model, tok, per_entity, system, timings, key: str) -> dict[str, dict[str, dict[str, float]]]:
+    """Membership-inference scores (``evaluate/mia.py``) of each entity's members and non-members: entity ->
+    item id -> attack -> score. Timed as ``timings[key]``."""
+    from snap_bench.evaluate.mia import mia_scores as scores
+
+    t = time.perf_counter()
+    out = {pk.slug: scores(model, tok, [it for side in _mia_sets(p, per_entity, pk.slug) for it in side],
+                           system=system, batch_size=p.cfg.eval_batch_size) for pk in p.packs}
+    timings[key] = time.perf_counter() - t
+    return out
+
+
+def _mia(p: Plan, model, tok, per_entity, system, before, timings) -> dict[str, Any]:
+    """Per entity, each attack's AUC before and after unlearning and its change, with the sample sizes."""
+    from snap_bench.evaluate.mia import mia_result
+
+    after = mia_scores(p, model, tok, per_entity, system, timings, "mia")
+    return {pk.slug: mia_result((before or {}).get(pk.slug), after[pk.slug], *_mia_sets(p, per_entity, pk.slug))
+            for pk in p.packs}
+
+
 def _retain_logprob(p: Plan, model, tok, items, before: dict[str, float], system) -> dict[str, Any]:
     """The same likelihood probe on retain items. RA counts any non-refusal as retained, so a model
     that answers retain questions with fluent nonsense scores RA 100; this shows it."""
@@ -47,9 +77,13 @@ def _retain_logprob(p: Plan, model, tok, items, before: dict[str, float], system
                                                        batch_size=p.cfg.eval_batch_size))
 
 
-def final_analyses(p: Plan, model, tok, judge, per_entity, records, system, before_logprobs, timings) -> dict[str, Any]:
-    """Knowledge probes and NLP utility of the final model, when the config asks for them."""
+def final_analyses(p: Plan, model, tok, judge, per_entity, records, system, before_logprobs, timings,
+                   mia_before=None) -> dict[str, Any]:
+    """Knowledge probes, membership inference and NLP utility of the final model, when the config asks for them.
+    ``mia_before``: the untrained model's :func:`mia_scores`."""
     cfg, out = p.cfg, {}
+    if cfg.mia:
+        out["mia"] = _mia(p, model, tok, per_entity, system, mia_before, timings)
     if cfg.probes:
         from snap_bench.evaluate.probes import run_probes
         from snap_bench.train.trainer import train

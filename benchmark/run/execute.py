@@ -27,7 +27,7 @@ from typing import Any
 from snap_bench.errors import SnapBenchError
 from snap_bench.methods.base import UnlearnData
 from snap_bench.records import RunResult, RunSkipped, StepResult, TrainTotals, final_metrics
-from snap_bench.run.analyses import before_logprobs, final_analyses, known_retain, self_retain_targets
+from snap_bench.run.analyses import before_logprobs, final_analyses, known_retain, mia_scores, self_retain_targets
 from snap_bench.run.dev import DevSelector, dev_metrics, dev_sizes
 from snap_bench.run.spec import MODES, Plan, RunSpec, phases, plan, versions
 from snap_bench.run.splits import Splits, make_splits
@@ -75,6 +75,7 @@ class _Run:
     timings: dict[str, float]
     known: dict[str, bool] | None = None  # retain items the untrained model answered correctly
     before: dict[str, dict[str, float]] | None = None  # the untrained model's answer log-probs (probes)
+    mia_before: dict[str, Any] | None = None  # the untrained model's membership-inference scores (mia)
     selection: list[dict[str, Any]] = field(default_factory=list)  # select=dev: the choice per phase
 
     @property
@@ -167,6 +168,8 @@ def _prepare(r: _Run) -> None:
             r.p, r.model, r.tok, r.judge, r.sp.per_entity, r.sp.g_train, r.timings))
     if cfg.probes and r.main:
         r.before = before_logprobs(r.p, r.model, r.tok, r.sp.per_entity, r.timings)
+    if cfg.mia and r.main:
+        r.mia_before = mia_scores(r.p, r.model, r.tok, r.sp.per_entity, cfg.system_prompt, r.timings, "mia_before")
     if cfg.known_eval and r.main:
         r.known = known_retain(r.p, r.model, r.tok, r.sp, r.timings)
 
@@ -239,7 +242,7 @@ def _evaluate_phase(r: _Run, k: int, phase: list[Pack], seen: list[Pack], losses
 def _measure(r: _Run, steps: list[StepResult], system: str | None) -> dict[str, Any]:
     """The final model's analyses (probes, NLP) and, with a dev split, its dev metrics and the selection."""
     analyses = final_analyses(r.p, r.model, r.tok, r.judge, r.sp.per_entity, steps[-1].records, system,
-                              r.before, r.timings)
+                              r.before, r.timings, mia_before=r.mia_before)
     if r.p.cfg.dev_size:
         t = time.perf_counter()
         packs = r.p.packs  # every phase has run: all entities are seen

@@ -153,7 +153,8 @@ _SCALE_DEFAULTS = {"mixed_precision": "no", "lora_r": 0, "lora_alpha": 16.0,
 # Fields whose value, before they existed, was the one given here: a config with that value
 # leaves them out, so runs stored before them keep their hashes (a missing swd_form = normalized).
 # precision: every run before it was fp32 (a resolved fp32 hashes as before; mixed_precision=no goes too).
-_LEGACY_VALUES = {"swd_form": "normalized", "precision": "fp32", "select_criterion": "mean4"}
+# mia: runs before it computed no membership inference.
+_LEGACY_VALUES = {"swd_form": "normalized", "precision": "fp32", "select_criterion": "mean4", "mia": False}
 
 
 # Settings that change how a run computes, never what it computes: stored with the run (record["execution"]),
@@ -179,6 +180,9 @@ def _hashed_config(cfg: MethodConfig) -> dict[str, Any]:
     # whatever the criterion's default is.
     if out.get("select") != "dev":
         out.pop("select_criterion", None)
+    # And mia_limit only with mia on.
+    if not out.get("mia"):
+        out.pop("mia_limit", None)
     return out
 
 

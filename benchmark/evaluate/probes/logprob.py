@@ -18,7 +18,8 @@ from snap_bench.methods.base import token_logprobs
 from snap_bench.tasks import Item
 
 
-def _answer_encoding(tokenizer, question: str, answer: str, system: str | None) -> dict[str, list[int]]:
+def answer_encoding(tokenizer, question: str, answer: str, system: str | None) -> dict[str, list[int]]:
+    """Prompt (chat template, ``system``) + ``answer`` as the assistant's reply; only the answer carries labels."""
     # Unlike encode_example, no end-of-turn token is scored: the probe measures whether the model
     # knows the answer, not whether it would stop right after it. Never truncated, so every
     # answer token counts.
@@ -38,7 +39,7 @@ def answer_logprob(model, tokenizer, items: Sequence[Item], *, system: str | Non
     """
     if not items:
         return []
-    encoded = [_answer_encoding(tokenizer, it.question, it.answer, system) for it in items]
+    encoded = [answer_encoding(tokenizer, it.question, it.answer, system) for it in items]
     order = sorted(range(len(items)), key=lambda i: (len(encoded[i]["input_ids"]), i))
     out = [float("nan")] * len(items)
     was_training = model.training
