@@ -16,6 +16,7 @@ from pathlib import Path
 
 from snap_bench.errors import SnapBenchError
 from snap_bench.registry import ENTITIES
+from snap_bench.util.jsonl import iter_jsonl
 
 SETS = ("forget", "retain", "multihop", "general")
 CATEGORIES = ("factual", "relational", "open_ended", "implicit", "multi_hop")
@@ -95,27 +96,9 @@ def _inside(pack_dir: Path, f: Path) -> None:
 
 
 def _read_jsonl(path: Path, expect_set: str, expect_entity: str) -> list[Item]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PackError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PackError(f"{path}: not UTF-8 (byte {exc.start})") from None
     items: list[Item] = []
-    for ln, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for ln, obj in iter_jsonl(path, max_line_bytes=MAX_LINE_BYTES, error=PackError):
         where = f"{path}:{ln}"
-        if len(line.encode("utf-8")) > MAX_LINE_BYTES:
-            raise PackError(f"{where}: line longer than {MAX_LINE_BYTES} bytes")
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PackError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise PackError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         for name, typ in _FIELDS.items():
             if name not in obj:
                 raise PackError(f"{where}: missing field '{name}'")
