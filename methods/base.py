@@ -9,7 +9,7 @@
         def streams(self, data: UnlearnData) -> dict[str, list[Example]]: ...
         def loss(self, model, batches, ctx) -> dict[str, Tensor]: ...
         # optional hooks, each with a default: trains, needs_reference, trains_copy, prepare, finish,
-        # system_prompt (see Method)
+        # system_prompt, trainable, check_model (see Method)
 
 ``streams`` names the data the method trains on (e.g. ``{"forget": ..., "retain": ..., "general":
 ...}``); each optimiser step draws a share of ``batch_size`` from every stream (``forget`` one share,
@@ -88,7 +88,7 @@ class Method(Protocol):
     """False: the runner evaluates the model as it is (e.g. prompting). Default True."""
     needs_reference: bool
     """True: the trainer hands a frozen copy of the initial model in ``StepContext.reference``
-    (NPO, IdK-DPO). Default False."""
+    (NPO, IdK-DPO, RMU). Default False."""
     trains_copy: bool
     """True: the trainer trains a deep copy of the model, with the original (frozen) as
     ``StepContext.reference``, then calls ``finish(model, trained_copy)`` (SKU learns the entity into
@@ -114,8 +114,27 @@ class Method(Protocol):
         """The system message evaluation prompts with; default None (``--set system_prompt`` applies)."""
         ...
 
+    def trainable(self, model) -> list[str] | None:
+        """Called by the trainer before the first step, with the model it is about to train: the names
+        (as ``model.named_parameters()`` gives them) of the only parameters to train. The trainer freezes
+        every other parameter for the run (``requires_grad`` off, restored afterwards), so the optimiser,
+        θ_init and the regularizer see the named ones alone. Raise ``SnapBenchError`` for a setting the
+        model cannot take. Default None: every parameter trains (RMU names a few MLP matrices). Not
+        combinable with LoRA (``lora_r`` > 0), which chooses the trainable weights itself."""
+        ...
+
+    def check_model(self, model_config) -> None:
+        """Called when a run is planned, before anything is written, with the model's transformers config
+        (``PretrainedConfig``; read without loading the weights): raise ``SnapBenchError`` for a setting
+        this model cannot take (RMU: a layer beyond the model's depth). Default: nothing."""
+        ...
+
 
 def _no_system_prompt(self, packs) -> str | None:
+    return None
+
+
+def _all_parameters(self, model) -> list[str] | None:
     return None
 
 
@@ -125,7 +144,8 @@ def _nothing(self, *args) -> None:
 
 # The optional hooks of ``Method`` and the value a method gets when it does not define one.
 OPTIONAL_HOOKS: dict[str, Any] = {"trains": True, "needs_reference": False, "trains_copy": False,
-                                  "prepare": _nothing, "finish": _nothing, "system_prompt": _no_system_prompt}
+                                  "prepare": _nothing, "finish": _nothing, "system_prompt": _no_system_prompt,
+                                  "trainable": _all_parameters, "check_model": _nothing}
 REQUIRED_MEMBERS = ("config_cls", "streams", "loss")
 
 

@@ -22,14 +22,16 @@ from snap_bench.regularizers.base import build_regularizer
 from snap_bench.run.execute import RunSpec, execute, plan
 
 # The paper's comparison set and the newer baselines: each must stay registered.
-METHOD_NAMES = ["snap", "prompting", "euclidean", "fisher", "gradient_ascent", "grad_diff", "npo", "idk_dpo", "sku"]
+METHOD_NAMES = ["snap", "prompting", "euclidean", "fisher", "gradient_ascent", "grad_diff", "npo", "idk_dpo", "sku",
+                "simnpo", "rmu"]
 REGULARIZER_NAMES = ["swd", "l2", "fisher", "none"]
 # What the parametrised tests run: every registered method and regularizer, read when the module is
 # collected (before any test registers a throw-away one), so a new method file is tested without an edit here.
 REGISTERED_METHODS = METHODS.names()
 REGISTERED_REGULARIZERS = REGULARIZERS.names()
 DEFAULT_REGULARIZER = {"snap": "swd", "prompting": "none", "euclidean": "l2", "fisher": "fisher",
-                       "gradient_ascent": "none", "grad_diff": "none", "npo": "none", "idk_dpo": "none", "sku": "none"}
+                       "gradient_ascent": "none", "grad_diff": "none", "npo": "none", "idk_dpo": "none", "sku": "none",
+                       "simnpo": "none", "rmu": "none"}
 METRIC_KEYS = set(METRICS) | set(EXTRA_METRICS)
 # The cheapest settings that still take a real optimiser step and evaluate every set.
 CHEAP = {"max_steps": 1, "eval_limit": 1, "max_new_tokens": 2, "batch_size": 6, "train_size": 8, "swd_projections": 4}
@@ -120,7 +122,7 @@ RETAIN_GENERAL = {"forget", "retain", "general"}
 EXPECTED_TERMS = {"snap": RETAIN_GENERAL, "euclidean": RETAIN_GENERAL, "fisher": RETAIN_GENERAL,
                   "gradient_ascent": {"forget"}, "grad_diff": RETAIN_GENERAL, "npo": RETAIN_GENERAL,
                   "idk_dpo": RETAIN_GENERAL, "sku": {"distort", "disassociate", "preserve", "preserve_general"},
-                  "prompting": set()}
+                  "prompting": set(), "simnpo": RETAIN_GENERAL, "rmu": RETAIN_GENERAL}
 
 
 @pytest.mark.parametrize("method", REGISTERED_METHODS)
@@ -528,10 +530,14 @@ def test_registration_fills_the_optional_hooks_a_method_leaves_out():
     assert cls.trains is True and cls.needs_reference is False and cls.trains_copy is False
     assert cls().prepare(None, None, 0) is None and cls().finish(None, None) is None
     assert cls().system_prompt(["any pack"]) is None
-    assert set(OPTIONAL_HOOKS) == {"trains", "needs_reference", "trains_copy", "prepare", "finish", "system_prompt"}
+    assert cls().trainable(object()) is None and cls().check_model(object()) is None
+    assert set(OPTIONAL_HOOKS) == {"trains", "needs_reference", "trains_copy", "prepare", "finish", "system_prompt",
+                                   "trainable", "check_model"}
     # a hook the method defines is kept, not overwritten
     assert METHODS.get("prompting").trains is False and METHODS.get("npo").needs_reference is True
     assert METHODS.get("sku").trains_copy is True and METHODS.get("snap").trains_copy is False
+    assert METHODS.get("simnpo").needs_reference is False and METHODS.get("rmu").needs_reference is True
+    assert METHODS.get("rmu").trainable is not OPTIONAL_HOOKS["trainable"]
 
 
 def test_registration_rejects_a_method_or_regularizer_missing_a_required_member():

@@ -226,3 +226,22 @@ def load_model(spec: str = DEFAULT_MODEL, *, trust_remote_code: bool = False, al
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=spec, source=source)
+
+
+def model_config(spec: str, *, trust_remote_code: bool = False, allow_pickle: bool = False):
+    """The transformers config of a preset, local directory or hub id, read without loading the weights,
+    so a run can check settings that depend on the model (``Method.check_model``) before anything is
+    written. None when it cannot be read here (e.g. a hub id offline): ``load_model`` reports that later."""
+    _quiet_transformers()
+    from transformers import AutoConfig
+
+    if spec in MODELS:
+        path: Any = MODELS.get(spec)["resolve"]()
+    elif Path(spec).exists():
+        path = _check_local_dir(spec, allow_pickle)
+    else:
+        path = spec
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception:  # unreachable hub, odd files: loading the model says what is wrong
+        return None

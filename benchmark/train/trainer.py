@@ -115,6 +115,33 @@ def _optimizer(model, cfg) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
 
 
+def _trainable_names(method, model, cfg) -> list[str] | None:
+    """The method's ``trainable`` choice, checked: every name a parameter of ``model``, none with LoRA."""
+    names = method.trainable(model)
+    if names is None:
+        return None
+    if cfg.lora_r:
+        raise SnapBenchError("this method trains only some of the weights itself; it cannot run with LoRA "
+                             "(--set lora_r=0)")
+    known = {n for n, _ in model.named_parameters()}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise SnapBenchError(f"the method chose parameters the model does not have: {', '.join(unknown) or 'none'}")
+    return list(names)
+
+
+def _freeze_all_but(model, names: list[str] | None) -> list[torch.nn.Parameter]:
+    """Turn ``requires_grad`` off for every trainable parameter not in ``names`` (None: keep all); returns
+    those turned off, for the caller to turn back on after training."""
+    if names is None:
+        return []
+    keep = set(names)
+    frozen = [p for n, p in model.named_parameters() if p.requires_grad and n not in keep]
+    for p in frozen:
+        p.requires_grad_(False)
+    return frozen
+
+
 def _lr_lambda(cfg, total: int) -> Callable[[int], float]:
     def f(step: int) -> float:
         if cfg.warmup_steps and step < cfg.warmup_steps:
@@ -139,9 +166,10 @@ def train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, refere
     """Unlearn in place: the one place where every method, and the relearning attack, trains.
     Raises :class:`NonFiniteLoss` if any loss term turns NaN/inf.
 
-    The method's hooks run here in order: ``prepare`` (tokenizer, data, seed), the loop over
-    ``streams``/``loss`` — on a deep copy of the model with the original frozen as the reference when
-    the method ``trains_copy`` —, then ``finish(model, trained)``, whose time counts as training.
+    The method's hooks run here in order: ``prepare`` (tokenizer, data, seed), ``trainable`` (the only
+    parameters to train; the rest are frozen for the run), the loop over ``streams``/``loss`` — on a deep
+    copy of the model with the original frozen as the reference when the method ``trains_copy`` —, then
+    ``finish(model, trained)``, whose time counts as training.
     ``local=True`` trains in this process alone even under ``accelerate launch`` (for analyses that
     only the main process runs, such as the relearning attack).
     """
@@ -185,11 +213,12 @@ def _train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, refer
         _check_shards(per_stream, engine.num_processes)
     pad_id = util.pad_id(tokenizer)
     engine.place(model, reference)
+    names = _trainable_names(method, model, cfg)  # before LoRA, which it excludes
     lora = attach_lora(model, cfg) if cfg.lora_r else None
     switch_checkpointing = cfg.gradient_checkpointing and not checkpointing(model)
     if switch_checkpointing:
         set_checkpointing(model, True)
-    wrapped = model
+    wrapped, frozen = model, _freeze_all_but(model, names)
     try:
         # Under LoRA only the adapters require grad: θ_init, the optimiser and the regularizer see them alone.
         init_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -207,6 +236,8 @@ def _train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, refer
         loop.run(streams, per_stream, pad_id, total, result, progress, on_step)
     finally:
         model = engine.release(wrapped)
+        for p in frozen:
+            p.requires_grad_(True)
         if switch_checkpointing:
             set_checkpointing(model, False)
         if lora is not None:
