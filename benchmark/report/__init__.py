@@ -1,11 +1,12 @@
-"""``snap-bench report``: the results store -> Tables 1-5, the λ table, Figures 3-5, the λ and trade-off
-figures, loss curves and index.html.
+"""``snap-bench report``: the results store -> Tables 1-5, the λ table, the refusal-vs-removal table, Figures
+3-5, the λ, trade-off and refusal-vs-removal figures, loss curves and index.html.
 
     snap-bench report [--results DIR] [--out DIR] [--json]
 
-Writes into ``--out`` (default ``reports/``): ``table1..table5`` and ``table_lambda`` (+
-``table_probes`` when runs have probes) as ``.md``, ``.tex`` and ``.csv``; ``fig3``, ``fig4``,
-``fig5``, ``fig_lambda``, ``fig_tradeoff`` and ``fig_losses`` as ``.png`` and ``.svg``;
+Writes into ``--out`` (default ``reports/``): ``table1..table5``, ``table_lambda`` and ``table_refusal``
+(+ ``table_probes`` when runs have probes, ``table_mia`` when they have membership inference) as ``.md``,
+``.tex`` and ``.csv``; ``fig3``, ``fig4``, ``fig5``, ``fig_lambda``, ``fig_tradeoff``, ``fig_refusal`` and
+``fig_losses`` as ``.png`` and ``.svg``;
 ``runs.csv`` (every run, failed ones too, with the reason; done ones with their label, λ,
 optimiser steps, reg share and entity-mean final metrics); and ``index.html``. Table cells are
 means ± std over seeds, one row per entity (see ``report.tables``). Each file is written to a
@@ -28,6 +29,7 @@ FIGURE_CAPTIONS = {
     "fig5": "Figure 5: batch vs sequential unlearning",
     "fig_lambda": "λ figure: UA, RA, cross-RA, TA and the regularizer's loss share against λ",
     "fig_tradeoff": "Trade-off figure: UA against RA and cross-RA per (regularizer, λ) and retain share",
+    "fig_refusal": "Refusal vs removal figure: forget leak against RA, one point per method and entity (± std over seeds)",
     "fig_losses": "Training losses: forget, retain and regularizer terms per step",
 }
 
@@ -132,7 +134,7 @@ def task_stats() -> dict[str, Any]:
 def build_report(results_dir: Path | str | None, out_dir: Path | str | None, progress: bool = True) -> dict[str, Any]:
     from snap_bench.util.fsutil import atomic_write_bytes, preflight_dir
     from snap_bench.report.data import entity_kinds, load_runs
-    from snap_bench.report.figures import fig3, fig4, fig5, fig_lambda, fig_losses, fig_tradeoff
+    from snap_bench.report.figures import fig3, fig4, fig5, fig_lambda, fig_losses, fig_refusal, fig_tradeoff
     from snap_bench.report.html import render
     from snap_bench.report.render import to_csv, to_latex, to_markdown
     from snap_bench.report.tables import all_tables
@@ -176,9 +178,10 @@ def build_report(results_dir: Path | str | None, out_dir: Path | str | None, pro
     fig5(runs, out, write)
     fig_lambda(runs, out, write)
     fig_tradeoff(runs, out, write)
+    fig_refusal(runs, out, write)
     loss_files = fig_losses(runs, out, write)
     figures = [(stem, FIGURE_CAPTIONS[stem], (out / f"{stem}.png").read_bytes())
-               for stem in ("fig3", "fig4", "fig5", "fig_lambda", "fig_tradeoff")]
+               for stem in ("fig3", "fig4", "fig5", "fig_lambda", "fig_tradeoff", "fig_refusal")]
     figures += [(Path(n).stem, FIGURE_CAPTIONS["fig_losses"] + (f" ({Path(n).stem})" if n.startswith("fig_losses_") else ""),
                  (out / n).read_bytes()) for n in loss_files if n.endswith(".png")]
     models = ", ".join(sorted({r.model for r in runs})) or "no model"

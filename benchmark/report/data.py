@@ -36,6 +36,7 @@ METRIC_HEADERS = {"UA": "UA", "UA_multihop": "UA♣", "RA": "RA", "TA": "TA", "A
 METHOD_LABELS = {
     "snap": "SNAP", "prompting": "Prompting", "euclidean": "Euclidean", "fisher": "Fisher",
     "gradient_ascent": "Gradient ascent", "grad_diff": "Grad. diff.", "npo": "NPO", "idk_dpo": "IdK-DPO", "sku": "SKU",
+    "simnpo": "SimNPO", "rmu": "RMU",
 }
 UNTRAINED = "Untrained"
 # The paper's Table 1 rows (after the untrained model); other methods follow them when present.
@@ -47,10 +48,17 @@ ABLATIONS = ("SNAP", "SNAP −Wasserstein", "SNAP −HardRDA", "SNAP −Negative
 RETAIN_DATA_LABELS = {"hard": "D_r", "general": "D_g", "hard+general": "D_r + D_g", "none": "none"}
 
 # Config fields that size a run, and those that add analyses to it: neither changes what is
-# unlearned, so neither makes a new row. Only the sizing ones are shown as a row's "budget".
+# unlearned, so neither makes a new row. Only the sizing ones are shown as a row's "budget". The
+# membership-inference analysis is ``mia`` and any knob of its named ``mia_*`` (see ``is_budget_key``).
 SIZE_KEYS = frozenset({"epochs", "max_steps", "eval_limit", "eval_batch_size", "max_new_tokens", "general_eval_size"})
-ANALYSIS_KEYS = frozenset({"probes", "probe_limit", "relearn_n", "relearn_steps", "eval_nlp", "nlp_tasks", "nlp_limit"})
+ANALYSIS_KEYS = frozenset({"probes", "probe_limit", "relearn_n", "relearn_steps", "eval_nlp", "nlp_tasks", "nlp_limit",
+                           "mia"})
 BUDGET_KEYS = SIZE_KEYS | ANALYSIS_KEYS
+
+
+def is_budget_key(key: str) -> bool:
+    """A config field that sizes a run or adds an analysis to it: never part of a row's label."""
+    return key in BUDGET_KEYS or key.startswith("mia_")
 
 
 @dataclass
@@ -189,7 +197,7 @@ def _diffs(method: str, cfg: dict[str, Any], preset: str) -> tuple[dict[str, Any
     defaults, trains = _method_defaults(method, preset)
     if defaults is None:
         return None, trains
-    diffs = {k: v for k, v in cfg.items() if k not in BUDGET_KEYS and k in defaults and v != defaults[k]}
+    diffs = {k: v for k, v in cfg.items() if not is_budget_key(k) and k in defaults and v != defaults[k]}
     if not trains:  # weights never change: training knobs cannot make a different row
         diffs = {k: v for k, v in diffs.items() if k in ("system_prompt",)}
     return diffs, trains

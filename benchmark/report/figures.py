@@ -5,7 +5,8 @@ Figure 4: D_g vs D_r (and both) as SNAP's retain data, grouped bars over UA, RA,
 Figure 5: batch vs sequential: metrics (UA, UA♣, RA, TA, and cross-RA when stored) after each
 sequential step (mean ± std shaded over seeds) against the batch run's level (dashed).
 Losses: per-step forget, retain and regularizer terms of every trained run.
-The λ and trade-off figures (``fig_lambda``, ``fig_tradeoff``) are in :mod:`.figures_lambda` and the
+The λ and trade-off figures (``fig_lambda``, ``fig_tradeoff``) are in :mod:`.figures_lambda`, the
+refusal-vs-removal figure (``fig_refusal``: forget leak against RA per method) in :mod:`.figures_refusal`, and the
 plotting helpers every figure shares in :mod:`.figures_plot`; this module re-exports the figures.
 
 A figure whose runs are missing is still drawn, saying which runs it needs, so a report is
@@ -20,9 +21,10 @@ from typing import Any
 from snap_bench.report.data import METRIC_HEADERS, RETAIN_DATA_LABELS, Run, mean, std
 from snap_bench.report.figures_lambda import LAMBDA_FIG_METRICS, fig_lambda, fig_tradeoff
 from snap_bench.report.figures_plot import COLORS, _empty, _plt, _save
+from snap_bench.report.figures_refusal import fig_refusal
 
 __all__ = ["FIG_METRICS", "LAMBDA_FIG_METRICS", "COLORS", "fig3", "fig4", "fig5", "fig5_metrics", "fig_lambda",
-           "fig_tradeoff", "fig_losses"]
+           "fig_tradeoff", "fig_losses", "fig_refusal"]
 
 FIG_METRICS = ("UA", "UA_multihop", "RA", "TA")
 

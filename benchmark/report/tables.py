@@ -5,7 +5,8 @@ fictional entities, untrained row first. Table 2: zero-shot NLP accuracy per tas
 and the relative change from untrained. Table 3: SNAP at every λ the store holds and its
 ablations, with each row's regularizer share of the loss. Table 4: the real person. Table 5:
 dataset statistics. λ table: SNAP (swd) and the L2 regularizer (SNAP +l2 / Euclidean) over λ.
-Probes: the knowledge probes of runs that ran them.
+Probes: the knowledge probes of runs that ran them. Refusal vs removal (:mod:`.tables_refusal`): every
+method on one page, with its probes and membership inference (MIA: all four attacks when runs have it).
 
 Rows are (label, entity): one entity's runs never share a ± with another's. A cell is the mean
 over the row's SEEDS (runs of one seed averaged first) with the sample std over seeds when there
@@ -27,12 +28,13 @@ from snap_bench.report.data import (ABLATIONS, METRICS, TABLE1_EXPECTED, UNTRAIN
                                     group, mean, seed_values, std)
 from snap_bench.report.render import MISSING, Cell, Table
 from snap_bench.report.tables_lambda import LAMBDA_CSV, LAMBDA_METRICS, lambda_rows, lambda_runs, table_lambda
+from snap_bench.report.tables_refusal import table_mia, table_refusal
 from snap_bench.report.tables_rows import (ALL_ENTITIES, Extra, Row, _how_to, _is_method_row, _metric_table, _models,
                                            _order, _row_label, single, stat_cell, steps_text)
 
 __all__ = ["ALL_ENTITIES", "TABLE1_METRICS", "TABLE3_METRICS", "TABLE4_METRICS", "LAMBDA_METRICS", "LAMBDA_CSV", "Row",
            "Extra", "stat_cell", "steps_text", "single", "table1", "table2", "table3", "table4", "table5",
-           "table_probes", "lambda_runs", "lambda_rows", "table_lambda", "all_tables"]
+           "table_probes", "lambda_runs", "lambda_rows", "table_lambda", "table_refusal", "table_mia", "all_tables"]
 
 TABLE1_METRICS = METRICS + ("cross_RA", "leak", "RA_known", "RA_known_n", "degenerate")
 TABLE3_METRICS = METRICS + ("cross_RA", "leak")
@@ -269,5 +271,5 @@ def table_probes(runs: list[Run]) -> Table | None:
 def all_tables(runs: list[Run], kinds: dict[str, str], stats: dict[str, Any]) -> list[Table]:
     tables = [table1(runs, kinds), table2(runs, kinds), table3(runs, kinds), table4(runs, kinds), table5(stats),
               table_lambda(runs)]
-    probes = table_probes(runs)
-    return tables + ([probes] if probes else [])
+    optional = [table_probes(runs), table_refusal(runs), table_mia(runs)]
+    return tables + [t for t in optional if t is not None]
