@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from snap_bench.config import build_config
+from toy_lm import ToyLM
 from snap_bench.evaluate.metrics import EXTRA_METRICS, METRICS
 from snap_bench.data import Example, collate, encode_example
 from snap_bench.methods.base import StepContext, UnlearnData, nll_per_stream
@@ -275,20 +276,6 @@ def test_a_training_step_logs_forget_retain_and_general_terms(pack_dir, tiny):
 def test_fisher_estimates_on_retain_and_general_together(pack_dir, tiny):
     reg, _, _ = _fisher_setup(tiny, pack_dir, streams=("forget", "retain", "general"))
     assert reg.stream == "retain+general" and reg.examples == 12
-
-
-class ToyLM(torch.nn.Module):
-    """Logits = one learnable vector, the same at every position: log-probs are known in closed form."""
-
-    def __init__(self, logits):
-        super().__init__()
-        self.bias = torch.nn.Parameter(torch.tensor(logits, dtype=torch.float32))
-
-    def get_output_embeddings(self):
-        return None
-
-    def forward(self, input_ids, attention_mask=None):
-        return type("Out", (), {"logits": self.bias.expand(*input_ids.shape, -1)})()
 
 
 def test_npo_loss_matches_its_formula_on_a_hand_built_case():

@@ -12,6 +12,7 @@ from snap_bench.config import build_config
 from snap_bench.errors import SnapBenchError
 from snap_bench.methods.base import StepContext, UnlearnData
 from snap_bench.registry import METHODS
+from toy_lm import ToyLM
 
 
 def make_method(name, **overrides):
@@ -25,20 +26,6 @@ def log_sigmoid(x: float) -> float:
 
 
 # --- SimNPO ------------------------------------------------------------------------------------
-
-
-class ToyLM(torch.nn.Module):
-    """Logits = one learnable vector, the same at every position: log-probs are known in closed form."""
-
-    def __init__(self, logits):
-        super().__init__()
-        self.bias = torch.nn.Parameter(torch.tensor(logits, dtype=torch.float32))
-
-    def get_output_embeddings(self):
-        return None
-
-    def forward(self, input_ids, attention_mask=None):
-        return type("Out", (), {"logits": self.bias.expand(*input_ids.shape, -1)})()
 
 
 # Row 0 answers tokens (1, 2), row 1 token 3; the second row's first two positions are prompt.
