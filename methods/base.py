@@ -60,6 +60,15 @@ class UnlearnData:
                 if name in RETAIN_SOURCES[which] and items}
 
 
+    def truth_streams(self, retain_data: str, keep: bool) -> dict[str, list[Example]]:
+        """The forget items with their TRUE answers (the knowledge gradient ascent pushes away and RMU
+        scrambles) as ``forget``, and with ``keep`` the data to keep with its normal responses."""
+        streams = {"forget": as_examples(self.forget, "answer")}
+        if keep:
+            streams.update({name: as_examples(items, "response") for name, items in self.retain_streams(retain_data).items()})
+        return streams
+
+
 # retain_data -> the streams it trains on (names as in ``retain_streams`` and in the methods' loss terms)
 RETAIN_SOURCES = {"hard": ("retain",), "general": ("general",), "hard+general": ("retain", "general"), "none": ()}
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from snap_bench.config import MethodConfig
-from snap_bench.methods.base import StepContext, UnlearnData, as_examples, nll_per_stream, retain_terms
+from snap_bench.methods.base import StepContext, UnlearnData, nll_per_stream, retain_terms
 from snap_bench.registry import register_method
 
 
@@ -50,11 +50,8 @@ class GradientAscent:
         self.cfg = cfg
 
     def streams(self, data: UnlearnData):
-        streams = {"forget": as_examples(data.forget, "answer")}  # the truth, to be pushed away
-        if self.cfg.retain_weight > 0:
-            for name, items in data.retain_streams(self.cfg.retain_data).items():  # "retain", "general"
-                streams[name] = as_examples(items, "response")
-        return streams
+        # the truth, to be pushed away, and the data to keep ("retain", "general")
+        return data.truth_streams(self.cfg.retain_data, keep=self.cfg.retain_weight > 0)
 
     def loss(self, model, batches, ctx: StepContext):
         nll = nll_per_stream(model, batches)

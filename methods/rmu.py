@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from snap_bench.config import MethodConfig
 from snap_bench.data import IGNORE_INDEX
 from snap_bench.errors import SnapBenchError
-from snap_bench.methods.base import RETAIN_STREAMS, StepContext, UnlearnData, as_examples
+from snap_bench.methods.base import RETAIN_STREAMS, StepContext, UnlearnData
 from snap_bench.registry import register_method
 
 # The code's Zephyr-7B setting: steer layer 7 of 32 (``--layer_id 7``), train ℓ−2..ℓ (``--layer_ids 5,6,7``).
@@ -213,11 +213,8 @@ class Rmu:
         return names
 
     def streams(self, data: UnlearnData):
-        streams = {"forget": as_examples(data.forget, "answer")}  # the truth, whose representation is scrambled
-        if self.cfg.rmu_alpha > 0:
-            for name, items in data.retain_streams(self.cfg.retain_data).items():  # "retain", "general"
-                streams[name] = as_examples(items, "response")
-        return streams
+        # the truth, whose representation is scrambled, and the data to keep ("retain", "general")
+        return data.truth_streams(self.cfg.retain_data, keep=self.cfg.rmu_alpha > 0)
 
     def direction(self, d: int) -> torch.Tensor:
         """u: ``torch.rand`` (uniform on [0, 1)^d, as the code) normalised to length 1, from the run's seed."""
