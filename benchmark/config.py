@@ -31,6 +31,7 @@ SELECT_CRITERIA = {
 RETAIN_TARGETS = ("pack", "self")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 PRECISION = ("auto", "fp32", "bf16")
+LOG_WITH = ("none", "tensorboard", "wandb", "mlflow")  # accelerate trackers run/tracking.py drives
 # What mixed_precision (accelerate's name) each precision used means, and back.
 MIXED_OF_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -132,6 +133,13 @@ class MethodConfig:
     lora_targets: str = "all-linear"
     """Modules that get adapters: ``all-linear`` (peft: every linear layer except the LM head) or a
     comma-separated list of module names such as ``q_proj,v_proj``."""
+
+    # --- experiment tracking (run/tracking.py); execution settings, outside the config hash ---
+    log_with: str = "none"
+    """Send every loss term and lr per step, and the final metrics, to ``tensorboard``, ``wandb`` or ``mlflow``
+    (accelerate's trackers) under the run id; ``none``: the store only. W&B and MLflow use their own config."""
+    log_dir: str | None = None
+    """Where ``tensorboard`` writes (one sub-folder per run id); None: ``<results>/tensorboard``."""
 
     # --- evaluation ---
     max_new_tokens: int = 64
@@ -240,6 +248,8 @@ class MethodConfig:
         self.require_positive("lora_alpha")
         if not 0 <= self.lora_dropout < 1:
             raise SnapBenchError(f"--set lora_dropout={self.lora_dropout}: must be in [0, 1)")
+        if self.log_with not in LOG_WITH:
+            raise SnapBenchError(f"--set log_with={self.log_with}: expected one of {', '.join(LOG_WITH)}")
         if not self.lora_targets.strip():
             raise SnapBenchError("--set lora_targets: empty; use all-linear or module names such as q_proj,v_proj")
 

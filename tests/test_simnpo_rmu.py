@@ -234,3 +234,14 @@ def test_bad_simnpo_and_rmu_settings_are_one_line_exit_2_and_write_nothing(cli, 
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], r.err
     assert "Traceback" not in r.err and not results.exists()
+
+
+def test_rmu_layer_beyond_the_depth_is_refused_when_planned(tmp_path):
+    """The depth check runs in plan(), so a sweep or a library caller hears it before any store is opened."""
+    from snap_bench.errors import SnapBenchError
+    from snap_bench.run.spec import RunSpec, plan
+
+    with pytest.raises(SnapBenchError, match="rmu_layer"):
+        plan(RunSpec(method="rmu", entities=["peter_parker"], model="tiny-random", overrides={"rmu_layer": "999"},
+                     results_dir=tmp_path / "res"))
+    assert not (tmp_path / "res").exists()

@@ -93,21 +93,7 @@ def _plan_runs(args, seeds: list[int]) -> list:
             allow_pickle=args.allow_pickle,
         )
         plans.append(plan(spec))
-    _check_model_fits(plans[0])  # the seeds share the method, its settings and the model
     return plans
-
-
-def _check_model_fits(p) -> None:
-    """Settings that depend on the model (RMU's layer against its depth), checked through the method's
-    ``check_model`` hook on the model's config, read without the weights, before anything is written.
-    Library callers of ``run.plan`` skip this; RMU checks its layer again in its ``trainable`` hook, once
-    the trainer has the model (after the store is opened)."""
-    from snap_bench.models import model_config
-
-    config = model_config(p.spec.model, trust_remote_code=p.spec.trust_remote_code,
-                          allow_pickle=p.spec.allow_pickle)
-    if config is not None:
-        p.method_cls(p.cfg).check_model(config)
 
 
 def _execute_plans(args, plans: list) -> list[dict[str, Any]]:

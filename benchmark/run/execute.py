@@ -77,37 +77,43 @@ class _Run:
     before: dict[str, dict[str, float]] | None = None  # the untrained model's answer log-probs (probes)
     mia_before: dict[str, Any] | None = None  # the untrained model's membership-inference scores (mia)
     selection: list[dict[str, Any]] = field(default_factory=list)  # select=dev: the choice per phase
+    tracker: Any = None  # log_with: the run's tracker (main process only)
 
     @property
     def trains(self) -> bool:
         return self.method.trains and (self.p.cfg.max_steps is None or self.p.cfg.max_steps > 0)
 
 
-def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -> dict[str, Any] | None:
+def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False, store=None) -> dict[str, Any] | None:
     """Run a planned experiment and return its JSON-ready result (:meth:`RunResult.to_json`). Stores everything.
 
     With ``claim`` (sweeps) the config hash is claimed atomically first: when it is done already or
     a live process holds it, nothing runs and ``{"skipped": "done"|"busy", "run_id": ...}`` comes back.
     Under ``accelerate launch`` only the main process stores and returns the result; the others
-    train with it and return None.
+    train with it and return None. ``store`` replaces the results store (a Ray worker hands its writes to
+    the sweep's driver, run/worker.py).
     """
+    from snap_bench.run.tracking import open_tracker
     from snap_bench.train.trainer import NonFiniteLoss
     from snap_bench.util.heap import release_freed_memory
 
     release_freed_memory()  # also for library callers that bypass the CLI
     t_start = time.perf_counter()
-    r = _open(p, model_bundle)
+    r = _open(p, model_bundle, store)
     run_id = _start(r, claim)
     if isinstance(run_id, RunSkipped):
         r.store.close()
         return run_id.to_json()
     beat = r.store.start_heartbeat(run_id)
     try:
+        r.tracker = open_tracker(p, run_id) if r.main else None
         _prepare(r)
         steps, totals, system = _run_phases(r, on_phase)
         if not r.main:
             return None
         analyses = _measure(r, steps, system)
+        if r.tracker is not None:  # before the run is marked done: a tracker error must not fail a done run
+            r.tracker.log_final(final_metrics(p.spec.mode, steps))
         saved = _persist(r, run_id, steps, analyses, system, totals, t_start)
     except NonFiniteLoss as exc:
         _fail(r.store, run_id, str(exc))
@@ -120,6 +126,8 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False) -
         raise
     finally:
         beat.stop()
+        if r.tracker is not None:
+            r.tracker.close()
         r.store.close()
     return _result(r, run_id, steps, totals, analyses, saved).to_json()
 
@@ -128,7 +136,7 @@ def run(spec: RunSpec, **kwargs) -> dict[str, Any] | None:
     return execute(plan(spec), **kwargs)
 
 
-def _open(p: Plan, model_bundle) -> _Run:
+def _open(p: Plan, model_bundle, store=None) -> _Run:
     """Check the results folder, open the store (main process), build the judge and splits, load the model."""
     from snap_bench.evaluate.judges.base import get_judge
     from snap_bench.models import load_model
@@ -137,9 +145,11 @@ def _open(p: Plan, model_bundle) -> _Run:
     from snap_bench.util.fsutil import preflight_dir
 
     spec, procs = p.spec, process_info()
-    if procs.is_main:  # a full disk or an unwritable folder fails here, before the model loads or training starts
+    if store is None and procs.is_main:  # a full disk or an unwritable folder fails here, before the model loads
         preflight_dir(spec.results_dir or default_results_dir())
-    store = Store(spec.results_dir) if procs.is_main else _NoStore()
+        store = Store(spec.results_dir)
+    elif store is None:
+        store = _NoStore()
     judge = get_judge(spec.judge)
     sp = make_splits(p)
     t = time.perf_counter()
@@ -151,13 +161,18 @@ def _open(p: Plan, model_bundle) -> _Run:
 
 def _start(r: _Run, claim: bool) -> str | RunSkipped:
     """Record the run as running (a sweep claims its config hash first) and return its id."""
-    p, spec = r.p, r.p.spec
-    fields = dict(method=spec.method, regularizer=p.regularizer, mode=spec.mode, entities=[pk.slug for pk in p.packs],
-                  model=spec.model, seed=spec.seed, config=p.record, versions={**versions(), **p.precision})
+    p = r.p
     if not claim:
-        return r.store.start_run(config_hash=p.config_hash, **fields)
-    status, run_id = r.store.claim_run(config_hash=p.config_hash, **fields)
+        return r.store.start_run(config_hash=p.config_hash, **run_fields(p))
+    status, run_id = r.store.claim_run(config_hash=p.config_hash, **run_fields(p))
     return run_id if status == "claimed" else RunSkipped(status, run_id, p.config_hash)
+
+
+def run_fields(p: Plan) -> dict[str, Any]:
+    """The store's columns for a new run of ``p`` (besides its config hash)."""
+    spec = p.spec
+    return dict(method=spec.method, regularizer=p.regularizer, mode=spec.mode, entities=[pk.slug for pk in p.packs],
+                model=spec.model, seed=spec.seed, config=p.record, versions={**versions(), **p.precision})
 
 
 def _prepare(r: _Run) -> None:
@@ -219,8 +234,11 @@ def _train_phase(r: _Run, k: int, phase: list[Pack], n_phases: int):
     # it keeps its last step.
     use_dev = p.cfg.select == "dev" and not r.method.trains_copy
     selector = DevSelector(p, r.model, r.tok, r.judge, r.sp, phase, k) if use_dev else None
+    hooks = [h for h in (selector and selector.on_step, r.tracker and r.tracker.log_step) if h]
     res = train(r.model, r.tok, r.method, regularizer, data, p.cfg, spec.seed + k, reference=reference,
-                progress=spec.progress, on_step=selector.on_step if selector else None)
+                progress=spec.progress, on_step=(lambda step, values: [h(step, values) for h in hooks]) if hooks else None)
+    if r.tracker is not None:
+        r.tracker.end_phase()
     if selector is not None:
         r.selection.append(selector.restore_best(res.steps))
     return res

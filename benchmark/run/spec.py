@@ -19,6 +19,7 @@ from snap_bench.errors import SnapBenchError
 from snap_bench.models import DEFAULT_MODEL
 from snap_bench.registry import METHODS, REGULARIZERS
 from snap_bench.tasks import Pack, load_general, load_pack
+from snap_bench.run.tracking import check_available as check_tracker
 
 MODES = ("single", "batch", "sequential")
 
@@ -89,6 +90,8 @@ def plan(spec: RunSpec) -> Plan:
     from snap_bench.models import check_model_spec
 
     check_model_spec(spec.model, allow_pickle=spec.allow_pickle)
+    _check_model_fits(spec, method_cls, cfg)
+    check_tracker(cfg.log_with)
     from snap_bench.registry import JUDGES
     from snap_bench.store import check_env
 
@@ -121,6 +124,16 @@ def plan(spec: RunSpec) -> Plan:
     digest = config_hash(record)  # before "execution": those settings change no result
     record["execution"] = {k: getattr(cfg, k) for k in _EXECUTION_ONLY}
     return Plan(spec, method_cls, cfg, regularizer, packs, general, record, digest, precision)
+
+
+def _check_model_fits(spec: RunSpec, method_cls, cfg: MethodConfig) -> None:
+    """Settings that depend on the model (RMU's layer against its depth), checked through the method's
+    ``check_model`` hook on the model's config, read without the weights, before anything is written."""
+    from snap_bench.models import model_config
+
+    config = model_config(spec.model, trust_remote_code=spec.trust_remote_code, allow_pickle=spec.allow_pickle)
+    if config is not None:
+        method_cls(cfg).check_model(config)
 
 
 def _check_select(cfg: MethodConfig, processes: int, explicit: bool) -> None:
@@ -161,7 +174,8 @@ _LEGACY_VALUES = {"swd_form": "normalized", "precision": "fp32", "select_criteri
 # outside its config hash, so flipping one neither re-runs a sweep nor makes a new report row. Gradient
 # checkpointing recomputes the same arithmetic (tests/test_scaling.py: losses and weights bit-identical; a
 # whole default run on SmolLM2-135M gave identical metrics, docs/speed.md "Memory").
-_EXECUTION_ONLY = ("gradient_checkpointing",)
+# Tracking (log_with, log_dir) only copies numbers elsewhere.
+_EXECUTION_ONLY = ("gradient_checkpointing", "log_with", "log_dir")
 
 
 def _hashed_config(cfg: MethodConfig) -> dict[str, Any]:

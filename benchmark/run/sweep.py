@@ -18,8 +18,12 @@ sweep resumes where it stopped. Each run is claimed in the store before it start
 sharing a store split the grid between them: a run another live process is doing is left to it
 and waited for at the end (and taken over if that process dies). A run that fails (a NaN loss, an
 API outage) is recorded as failed and the sweep goes on; the exit code is then 1. Shipped suites
-live in ``benchmark/suites/``. ``--seeds 0,1,2`` replaces the suite's ``seeds:`` list (the same
+live in ``benchmark/run/suites/``. ``--seeds 0,1,2`` replaces the suite's ``seeds:`` list (the same
 validation as ``snap-bench run --seeds``).
+
+That is the local executor (``--executor local``, the default), for one machine. ``--executor ray``
+(run/sweep_ray.py) runs the same grid as Ray tasks with this process the store's only writer. A Ray
+driver locks the store against other drivers; local sweeps share that lock (run/driver_lock.py).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from snap_bench.errors import SnapBenchError
+from snap_bench.run.sweep_ray import RayOptions
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 
@@ -57,6 +62,7 @@ def load_suite(name_or_path: str) -> dict[str, Any]:
     return data
 
 
+EXECUTORS = ("local", "ray")
 POLL_S = 2.0  # how often a sweep looks again at runs another process is doing
 
 
@@ -119,16 +125,27 @@ def expand(suite: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run_sweep(suite_name: str, results_dir=None, progress: bool = True, dry_run: bool = False,
-              seeds: list[int] | None = None) -> dict[str, Any]:
-    """Run (or with ``dry_run`` list) the suite's grid; ``seeds`` replaces the suite's ``seeds:`` list."""
+              seeds: list[int] | None = None, executor: str = "local", ray: RayOptions | None = None) -> dict[str, Any]:
+    """Run (or with ``dry_run`` list) the suite's grid; ``seeds`` replaces the suite's ``seeds:`` list.
+
+    ``executor="ray"`` runs the grid as Ray tasks (run/sweep_ray.py, options ``ray``); ``local`` here, in turn."""
     from snap_bench.util.fsutil import preflight_dir
+    from snap_bench.run.driver_lock import DriverLock
     from snap_bench.run.spec import RunSpec, plan
     from snap_bench.train.scaling import launched_processes
     from snap_bench.store import Store, default_results_dir
 
     if launched_processes() > 1:  # every rank would read the store and decide what to skip on its own
         raise SnapBenchError("snap-bench sweep runs in one process; launch each run with accelerate launch -m snap_bench run")
+    if executor not in EXECUTORS:
+        raise SnapBenchError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
+    if executor == "ray":
+        from snap_bench.run.sweep_ray import import_ray
+
+        import_ray()  # a missing extra fails before the grid is planned
     suite = load_suite(suite_name)
+    # Absolute, so Ray workers (another working directory, maybe another node) see the same path.
+    results_dir = Path(results_dir or default_results_dir()).resolve()
     if seeds is not None:  # --seeds overrides the suite's list (already validated by parse_seeds)
         suite["seeds"] = list(seeds)
     plans = []
@@ -140,39 +157,58 @@ def run_sweep(suite_name: str, results_dir=None, progress: bool = True, dry_run:
             plans.append(plan(spec))
         except SnapBenchError as exc:
             raise SnapBenchError(f"{r['where']}: {exc}") from None
-    summary = {"suite": suite.get("name", suite_name), "total": len(plans), "skipped": 0, "ran": 0, "failed": 0,
-               "runs": []}
+    summary = {"suite": suite.get("name", suite_name), "executor": executor, "total": len(plans), "skipped": 0,
+               "ran": 0, "failed": 0, "runs": []}
     if not dry_run:
-        preflight_dir(results_dir or default_results_dir())  # a full disk fails here, before any training
-    store = Store(results_dir)
+        preflight_dir(results_dir)  # a full disk fails here, before any training
+    lock = None if dry_run else DriverLock(results_dir, executor)
+    try:
+        store = Store(results_dir)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     try:
         t0 = time.perf_counter()
-        waiting = []
-        for i, p in enumerate(plans, 1):
-            tag = f"[{i}/{len(plans)}] {p.spec.method}+{p.regularizer} {','.join(p.spec.entities)} {p.spec.mode} seed={p.spec.seed}"
-            done = store.done_run_for_hash(p.config_hash)
-            if done:
-                _skipped(summary, p, done, f"{tag}: done already ({done}), skipping")
-            elif dry_run:
-                summary["runs"].append({"config_hash": p.config_hash, "would_run": tag})
-                print(f"snap-bench sweep: {tag}: would run", file=sys.stderr)
-            elif not _attempt(summary, p, tag):
-                waiting.append((p, tag))
-        while waiting:  # runs a live process elsewhere holds: wait for them, or take them over if it dies
-            time.sleep(POLL_S)
-            store.reap_stale()
-            still = []
-            for p, tag in waiting:
-                done = store.done_run_for_hash(p.config_hash)
-                if done:
-                    _skipped(summary, p, done, f"{tag}: done by another process ({done})")
-                elif store.live_run_for_hash(p.config_hash) or not _attempt(summary, p, tag):
-                    still.append((p, tag))
-            waiting = still
+        tags = [f"[{i}/{len(plans)}] {p.spec.method}+{p.regularizer} {','.join(p.spec.entities)} {p.spec.mode} "
+                f"seed={p.spec.seed}" for i, p in enumerate(plans, 1)]
+        if executor == "ray" and not dry_run:
+            from snap_bench.run.sweep_ray import run_on_ray  # imports Ray itself only when called
+
+            run_on_ray(list(zip(plans, tags)), store, summary, ray or RayOptions())
+        else:
+            _run_local(store, summary, plans, tags, dry_run)
         summary["seconds"] = time.perf_counter() - t0
     finally:
         store.close()
+        if lock is not None:
+            lock.release()
     return summary
+
+
+def _run_local(store, summary: dict[str, Any], plans: list, tags: list[str], dry_run: bool) -> None:
+    """The local executor: each run in turn in this process, claiming it first (other sweeps may share the store)."""
+    waiting = []
+    for p, tag in zip(plans, tags):
+        done = store.done_run_for_hash(p.config_hash)
+        if done:
+            _skipped(summary, p, done, f"{tag}: done already ({done}), skipping")
+        elif dry_run:
+            summary["runs"].append({"config_hash": p.config_hash, "would_run": tag})
+            print(f"snap-bench sweep: {tag}: would run", file=sys.stderr)
+        elif not _attempt(summary, p, tag):
+            waiting.append((p, tag))
+    while waiting:  # runs a live process elsewhere holds: wait for them, or take them over if it dies
+        time.sleep(POLL_S)
+        store.reap_stale()
+        still = []
+        for p, tag in waiting:
+            done = store.done_run_for_hash(p.config_hash)
+            if done:
+                _skipped(summary, p, done, f"{tag}: done by another process ({done})")
+            elif store.live_run_for_hash(p.config_hash) or not _attempt(summary, p, tag):
+                still.append((p, tag))
+        waiting = still
 
 
 def _skipped(summary: dict[str, Any], p, run_id: str, message: str) -> None:
@@ -218,14 +254,35 @@ def cmd_sweep(args) -> int:
     from snap_bench.config import parse_seeds
 
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None  # bad input fails before the suite is read
-    summary = run_sweep(args.suite, args.results, progress=not args.no_progress, dry_run=args.dry_run, seeds=seeds)
+    summary = run_sweep(args.suite, args.results, progress=not args.no_progress, dry_run=args.dry_run, seeds=seeds,
+                        executor=args.executor, ray=_ray_options(args))
     if args.json:
         print(json.dumps(summary, default=str))
     else:
         print(f"suite {summary['suite']}: {summary['total']} runs, {summary['ran']} ran, {summary['skipped']} already done"
+              + (f", {summary['retried']} of them after a lost worker" if summary.get("retried") else "")
               + (f", {summary['failed']} FAILED (see the store's reason column; re-run the sweep to retry them)"
                  if summary["failed"] else ""))
     return 1 if summary["failed"] else 0
+
+
+def _ray_options(args) -> RayOptions | None:
+    """The Ray flags, refused without ``--executor ray`` (they would silently do nothing)."""
+    given = {k: v for k, v in (("--address", args.address), ("--cpus-per-run", args.cpus_per_run),
+                                ("--gpus-per-run", args.gpus_per_run), ("--max-retries", args.max_retries)) if v is not None}
+    if args.executor != "ray":
+        if given:
+            raise SnapBenchError(f"{', '.join(given)}: only with --executor ray")
+        return None
+    for flag in ("--cpus-per-run", "--gpus-per-run", "--max-retries"):
+        if flag in given and not given[flag] >= 0:
+            raise SnapBenchError(f"{flag} {given[flag]:g}: must be >= 0")
+    if args.cpus_per_run == 0 and not args.gpus_per_run:
+        raise SnapBenchError("--cpus-per-run 0 with no --gpus-per-run: a run must reserve something")
+    d = RayOptions()
+    return RayOptions(address=args.address, cpus_per_run=d.cpus_per_run if args.cpus_per_run is None else args.cpus_per_run,
+                      gpus_per_run=args.gpus_per_run or 0.0,
+                      max_retries=d.max_retries if args.max_retries is None else args.max_retries)
 
 
 def add_parser(sub, parser_class) -> None:
@@ -235,6 +292,15 @@ def add_parser(sub, parser_class) -> None:
     s.add_argument("--dry-run", action="store_true", help="list the runs that would execute, run nothing")
     s.add_argument("--seeds", default=None, metavar="S,S,...",
                    help="comma-separated seeds (e.g. 0,1,2) that replace the suite's 'seeds:' list")
+    s.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: the runs one after another in this process (one machine); ray: each run a Ray task, "
+                        "this process the store's only writer (docs/cluster.md)")
+    s.add_argument("--address", default=None, metavar="ADDR",
+                   help="--executor ray: a running Ray cluster (auto, HOST:PORT); default: start a local instance")
+    s.add_argument("--cpus-per-run", type=float, default=None, metavar="N", help="--executor ray: CPUs per run (default 1)")
+    s.add_argument("--gpus-per-run", type=float, default=None, metavar="N", help="--executor ray: GPUs per run (default 0)")
+    s.add_argument("--max-retries", type=int, default=None, metavar="N",
+                   help="--executor ray: submissions again after a lost worker (default 2); a run's own error is not retried")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_sweep)
