@@ -160,3 +160,25 @@ def test_ray_flags_need_the_ray_executor_and_sane_values(cli, tmp_path):
     assert r.code == 2 and "--gpus-per-run -1: must be >= 0" in r.err
     r = cli("sweep", "--suite", "smoke", "--results", tmp_path, "--executor", "ray", "--cpus-per-run", "0")
     assert r.code == 2 and "must reserve something" in r.err
+
+
+def test_ctrl_c_on_the_driver_marks_its_runs_in_flight_interrupted(tmp_path):
+    results, pid_file = tmp_path / "res", tmp_path / "parked.pid"
+    env = {**os.environ, "SNAP_BENCH_FAULT": "train_step:1", "SNAP_BENCH_FAULT_ONCE": str(pid_file)}
+    proc = subprocess.Popen([*SNAP_BENCH, "sweep", "--suite", str(_two_runs(tmp_path)), "--results", str(results),
+                             "--executor", "ray", "--no-progress"], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    runs = _store_rows(results, "runs", "status, reason")
+    assert "running" not in {s for s, _ in runs}  # nothing left claimed by a driver that is gone
+    assert ("interrupted", "interrupted (KeyboardInterrupt)") in runs  # the parked run
+    again = subprocess.run([*SNAP_BENCH, "sweep", "--suite", str(_two_runs(tmp_path)), "--results", str(results),
+                            "--executor", "ray", "--no-progress", "--json"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr  # a re-run resumes: what was interrupted runs now
+    assert {s for s, _ in _store_rows(results, "runs", "status, reason")} >= {"done"}
+    assert json.loads(again.stdout)["ran"] + json.loads(again.stdout)["skipped"] == 2
