@@ -249,10 +249,11 @@ def test_scale_fields_enter_the_config_hash_only_when_set():
     base = plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random"))
     assert not {"mixed_precision", "lora_r", "gradient_checkpointing"} & set(base.record["config"])
     # Gradient checkpointing changes no number: recorded as an execution setting, outside the hash.
-    assert base.record["execution"] == {"gradient_checkpointing": True}  # the cpu preset's default
+    untracked = {"log_with": "none", "log_dir": None}  # tracking: execution settings too (run/tracking.py)
+    assert base.record["execution"] == {"gradient_checkpointing": True, **untracked}  # the cpu preset's default
     off = plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
                        overrides={"gradient_checkpointing": "false"}))
-    assert off.record["execution"] == {"gradient_checkpointing": False} and off.config_hash == base.config_hash
+    assert off.record["execution"] == {"gradient_checkpointing": False, **untracked} and off.config_hash == base.config_hash
     bf16 = plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
                         overrides={"mixed_precision": "bf16"}))
     assert bf16.record["config"]["mixed_precision"] == "bf16" and bf16.config_hash != base.config_hash
