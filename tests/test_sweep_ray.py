@@ -182,3 +182,26 @@ def test_ctrl_c_on_the_driver_marks_its_runs_in_flight_interrupted(tmp_path):
     assert again.returncode == 0, again.stderr  # a re-run resumes: what was interrupted runs now
     assert {s for s, _ in _store_rows(results, "runs", "status, reason")} >= {"done"}
     assert json.loads(again.stdout)["ran"] + json.loads(again.stdout)["skipped"] == 2
+
+
+def test_a_run_that_fails_in_its_own_code_is_recorded_failed_once_and_not_retried(cli, tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(textwrap.dedent("""
+        name: nan
+        model: tiny-random
+        set: {max_steps: 4, eval_limit: 2, max_new_tokens: 4}
+        grid:
+          - methods: [snap]
+            entities: [[peter_parker]]
+            set: {lr: 1e30}
+          - methods: [euclidean]
+            entities: [[peter_parker]]
+    """))
+    r = cli("sweep", "--suite", suite, "--results", tmp_path / "res", "--executor", "ray", "--no-progress", "--json")
+    assert r.code == 1, r.err
+    assert r.json["ran"] == 1 and r.json["failed"] == 1 and "submitting it again" not in r.err
+    (failed,) = [x for x in r.json["runs"] if "failed" in x]
+    assert failed["attempts"] == 1 and failed["failed"].startswith("non-finite loss at step ")
+    runs = _store_rows(tmp_path / "res", "runs", "status, reason")
+    assert sorted(s for s, _ in runs) == ["done", "failed"]
+    assert [reason for s, reason in runs if s == "failed"][0].startswith("non-finite loss at step ")
