@@ -70,22 +70,26 @@ def test_ray_runs_the_smoke_suite_like_the_local_executor(cli, tmp_path):
     assert len(_store_rows(ray, "runs", "run_id, status")) == 18
 
 
-def _two_runs(tmp_path: Path) -> Path:
+def _two_runs(tmp_path: Path, snap_set: str = "{}") -> Path:
+    """snap (with ``snap_set`` overrides) and euclidean on peter_parker, 3 steps each."""
     path = tmp_path / "suite.yaml"
-    path.write_text(textwrap.dedent("""
-        name: kill
+    path.write_text(textwrap.dedent(f"""
+        name: two
         model: tiny-random
-        set: {max_steps: 3, eval_limit: 2, max_new_tokens: 4}
+        set: {{max_steps: 3, eval_limit: 2, max_new_tokens: 4}}
         grid:
-          - methods: [snap, euclidean]
+          - methods: [snap]
+            entities: [[peter_parker]]
+            set: {snap_set}
+          - methods: [euclidean]
             entities: [[peter_parker]]
     """))
     return path
 
 
-def _sweep_killing_one_worker(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, int, Path]:
-    """Run a 2-run Ray sweep in a subprocess; the first task to reach its first training step parks there
-    (faults.py) and writes its pid, which the test kills with SIGKILL."""
+def _start_parked_sweep(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, int]:
+    """Start a 2-run Ray sweep in a subprocess and wait until the first task to reach its first training step
+    parks there (faults.py); returns the driver's process and the parked worker's pid."""
     results, pid_file = tmp_path / "res", tmp_path / "parked.pid"
     env = {**os.environ, "SNAP_BENCH_FAULT": "train_step:1", "SNAP_BENCH_FAULT_ONCE": str(pid_file)}
     proc = subprocess.Popen([*SNAP_BENCH, "sweep", "--suite", str(_two_runs(tmp_path)), "--results", str(results),
@@ -98,9 +102,15 @@ def _sweep_killing_one_worker(tmp_path: Path, *extra: str) -> tuple[subprocess.C
         time.sleep(0.2)
     pid = int(pid_file.read_text())
     assert pid != proc.pid  # a Ray worker, not the driver
+    return proc, pid
+
+
+def _sweep_killing_one_worker(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, int, Path]:
+    """The parked worker is killed with SIGKILL; returns the finished sweep, the killed pid and the results."""
+    proc, pid = _start_parked_sweep(tmp_path, *extra)
     os.kill(pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), pid, results
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), pid, tmp_path / "res"
 
 
 def test_a_killed_worker_is_retried_and_its_run_recorded_once(tmp_path):
@@ -163,14 +173,8 @@ def test_ray_flags_need_the_ray_executor_and_sane_values(cli, tmp_path):
 
 
 def test_ctrl_c_on_the_driver_marks_its_runs_in_flight_interrupted(tmp_path):
-    results, pid_file = tmp_path / "res", tmp_path / "parked.pid"
-    env = {**os.environ, "SNAP_BENCH_FAULT": "train_step:1", "SNAP_BENCH_FAULT_ONCE": str(pid_file)}
-    proc = subprocess.Popen([*SNAP_BENCH, "sweep", "--suite", str(_two_runs(tmp_path)), "--results", str(results),
-                             "--executor", "ray", "--no-progress"], env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 180
-    while not (pid_file.exists() and pid_file.read_text().strip()):
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.2)
+    results = tmp_path / "res"
+    proc, _ = _start_parked_sweep(tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -185,18 +189,7 @@ def test_ctrl_c_on_the_driver_marks_its_runs_in_flight_interrupted(tmp_path):
 
 
 def test_a_run_that_fails_in_its_own_code_is_recorded_failed_once_and_not_retried(cli, tmp_path):
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(textwrap.dedent("""
-        name: nan
-        model: tiny-random
-        set: {max_steps: 4, eval_limit: 2, max_new_tokens: 4}
-        grid:
-          - methods: [snap]
-            entities: [[peter_parker]]
-            set: {lr: 1e30}
-          - methods: [euclidean]
-            entities: [[peter_parker]]
-    """))
+    suite = _two_runs(tmp_path, snap_set="{lr: 1e30}")  # an exploding lr: a non-finite loss after step 0
     r = cli("sweep", "--suite", suite, "--results", tmp_path / "res", "--executor", "ray", "--no-progress", "--json")
     assert r.code == 1, r.err
     assert r.json["ran"] == 1 and r.json["failed"] == 1 and "submitting it again" not in r.err
