@@ -28,6 +28,7 @@ driver locks the store against other drivers; local sweeps share that lock (run/
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 import time
@@ -161,14 +162,11 @@ def run_sweep(suite_name: str, results_dir=None, progress: bool = True, dry_run:
                "ran": 0, "failed": 0, "runs": []}
     if not dry_run:
         preflight_dir(results_dir)  # a full disk fails here, before any training
-    lock = None if dry_run else DriverLock(results_dir, executor)
-    try:
+    with contextlib.ExitStack() as held:  # released in reverse: the store closes, then the lock goes
+        if not dry_run:
+            held.callback(DriverLock(results_dir, executor).release)
         store = Store(results_dir)
-    except BaseException:
-        if lock is not None:
-            lock.release()
-        raise
-    try:
+        held.callback(store.close)
         t0 = time.perf_counter()
         tags = [f"[{i}/{len(plans)}] {p.spec.method}+{p.regularizer} {','.join(p.spec.entities)} {p.spec.mode} "
                 f"seed={p.spec.seed}" for i, p in enumerate(plans, 1)]
@@ -179,10 +177,6 @@ def run_sweep(suite_name: str, results_dir=None, progress: bool = True, dry_run:
         else:
             _run_local(store, summary, plans, tags, dry_run)
         summary["seconds"] = time.perf_counter() - t0
-    finally:
-        store.close()
-        if lock is not None:
-            lock.release()
     return summary
 
 
@@ -192,7 +186,7 @@ def _run_local(store, summary: dict[str, Any], plans: list, tags: list[str], dry
     for p, tag in zip(plans, tags):
         done = store.done_run_for_hash(p.config_hash)
         if done:
-            _skipped(summary, p, done, f"{tag}: done already ({done}), skipping")
+            note_skipped(summary, p, done, f"{tag}: done already ({done}), skipping")
         elif dry_run:
             summary["runs"].append({"config_hash": p.config_hash, "would_run": tag})
             print(f"snap-bench sweep: {tag}: would run", file=sys.stderr)
@@ -205,13 +199,13 @@ def _run_local(store, summary: dict[str, Any], plans: list, tags: list[str], dry
         for p, tag in waiting:
             done = store.done_run_for_hash(p.config_hash)
             if done:
-                _skipped(summary, p, done, f"{tag}: done by another process ({done})")
+                note_skipped(summary, p, done, f"{tag}: done by another process ({done})")
             elif store.live_run_for_hash(p.config_hash) or not _attempt(summary, p, tag):
                 still.append((p, tag))
         waiting = still
 
 
-def _skipped(summary: dict[str, Any], p, run_id: str, message: str) -> None:
+def note_skipped(summary: dict[str, Any], p, run_id: str, message: str) -> None:
     summary["skipped"] += 1
     summary["runs"].append({"run_id": run_id, "config_hash": p.config_hash, "skipped": True})
     print(f"snap-bench sweep: {message}", file=sys.stderr)
@@ -240,7 +234,7 @@ def _attempt(summary: dict[str, Any], p, tag: str) -> bool:
               file=sys.stderr)
         return False
     if res.get("skipped") == "done":
-        _skipped(summary, p, res["run_id"], f"{tag}: done by another process ({res['run_id']})")
+        note_skipped(summary, p, res["run_id"], f"{tag}: done by another process ({res['run_id']})")
         return True
     summary["ran"] += 1
     summary["runs"].append({"run_id": res["run_id"], "config_hash": p.config_hash, "skipped": False,

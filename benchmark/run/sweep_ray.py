@@ -116,13 +116,12 @@ class _Driver:
 
     def _claim(self, job: _Job) -> None:
         from snap_bench.run.execute import run_fields
+        from snap_bench.run.sweep import note_skipped
 
         p = job.plan
         status, run_id = self.store.claim_run(config_hash=p.config_hash, **run_fields(p))
         if status == "done":
-            _say(f"{job.tag}: done already ({run_id}), skipping")
-            self.summary["skipped"] += 1
-            self.summary["runs"].append({"run_id": run_id, "config_hash": p.config_hash, "skipped": True})
+            note_skipped(self.summary, p, run_id, f"{job.tag}: done already ({run_id}), skipping")
         elif status == "busy":
             _say(f"{job.tag}: another process is running it ({run_id}); coming back to it")
             self.waiting.append(job)

@@ -83,8 +83,7 @@ def open_tracker(p, run_id: str) -> RunTracker | None:
 
     cfg, spec = p.cfg, p.spec
     if cfg.log_with == "none":
-        return None
-    check_available(cfg.log_with)
+        return None  # the package was checked when the run was planned; a worker without it fails to start
     log_dir = Path(cfg.log_dir) if cfg.log_dir else Path(spec.results_dir or default_results_dir()) / "tensorboard"
     settings = {"run_id": run_id, "method": spec.method, "regularizer": p.regularizer, "mode": spec.mode,
                 "entities": ",".join(pk.slug for pk in p.packs), "model": spec.model, "seed": spec.seed,
