@@ -36,8 +36,6 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from snap_bench import util
-from snap_bench.data import batches, collate
 from snap_bench.logprobs import labelled_logits
 from snap_bench.tasks import Item, stratified_sample
 
@@ -91,25 +89,16 @@ def attack_scores(logp: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, tex
 def mia_scores(model, tokenizer, items: Sequence[Item], *, system: str | None = None, batch_size: int = 16,
                k: float = MIN_K) -> dict[str, dict[str, float]]:
     """Item id -> the four attack scores of its true answer as the reply to its question (see the module)."""
-    from snap_bench.evaluate.probes.logprob import answer_encoding
+    from snap_bench.evaluate.probes.logprob import answer_batches
 
-    encoded = [answer_encoding(tokenizer, it.question, it.answer, system) for it in items]
-    order = sorted(range(len(items)), key=lambda i: (len(encoded[i]["input_ids"]), i))
     out: dict[str, dict[str, float]] = {}
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        for chunk in batches(order, batch_size):
-            batch = {n: v.to(device) for n, v in collate([encoded[i] for i in chunk], util.pad_id(tokenizer)).items()}
-            logits, targets, rows = labelled_logits(model, batch)
-            logp, mu, sigma = (t.cpu() for t in token_stats(logits, targets))
-            rows = rows.cpu()
-            for j, i in enumerate(chunk):
-                sel = rows == j
-                out[items[i].id] = attack_scores(logp[sel], mu[sel], sigma[sel], items[i].answer.strip(), k)
-    finally:
-        model.train(was_training)
+    for chunk, batch in answer_batches(model, tokenizer, items, system, batch_size):
+        logits, targets, rows = labelled_logits(model, batch)
+        logp, mu, sigma = (t.cpu() for t in token_stats(logits, targets))
+        rows = rows.cpu()
+        for j, i in enumerate(chunk):
+            sel = rows == j
+            out[items[i].id] = attack_scores(logp[sel], mu[sel], sigma[sel], items[i].answer.strip(), k)
     return out
 
 

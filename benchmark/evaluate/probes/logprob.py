@@ -7,7 +7,7 @@ close to where it was; unlearning that removes the knowledge lowers it.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
@@ -28,6 +28,24 @@ def answer_encoding(tokenizer, question: str, answer: str, system: str | None) -
     return {"input_ids": p + r, "labels": [IGNORE_INDEX] * len(p) + r}
 
 
+def answer_batches(model, tokenizer, items: Sequence[Item], system: str | None,
+                   batch_size: int) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """(indices into ``items``, their batch on the model's device) of the items' :func:`answer_encoding`,
+    batched by length and right-padded, with the model in eval mode until the last batch (then restored).
+    Shared by this probe and the membership-inference attacks (``evaluate/mia.py``)."""
+    encoded = [answer_encoding(tokenizer, it.question, it.answer, system) for it in items]
+    order = sorted(range(len(items)), key=lambda i: (len(encoded[i]["input_ids"]), i))
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for chunk in batches(order, batch_size):
+            batch = collate([encoded[i] for i in chunk], util.pad_id(tokenizer))
+            yield chunk, {k: v.to(device) for k, v in batch.items()}
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def answer_logprob(model, tokenizer, items: Sequence[Item], *, system: str | None = None,
                    batch_size: int = 16) -> list[float]:
@@ -37,26 +55,14 @@ def answer_logprob(model, tokenizer, items: Sequence[Item], *, system: str | Non
     right-padded with the padding masked, so a value does not depend on the batch it lands in
     (up to float rounding, ~1e-6) and repeated calls give identical results.
     """
-    if not items:
-        return []
-    encoded = [answer_encoding(tokenizer, it.question, it.answer, system) for it in items]
-    order = sorted(range(len(items)), key=lambda i: (len(encoded[i]["input_ids"]), i))
     out = [float("nan")] * len(items)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        for chunk in batches(order, batch_size):
-            batch = collate([encoded[i] for i in chunk], util.pad_id(tokenizer))
-            batch = {k: v.to(device) for k, v in batch.items()}
-            logp, rows = token_logprobs(model, batch)
-            sums = torch.zeros(len(chunk), dtype=torch.float64, device=logp.device).index_add(0, rows, logp.double())
-            counts = torch.bincount(rows, minlength=len(chunk))
-            for j, i in enumerate(chunk):
-                if counts[j] > 0:
-                    out[i] = float(sums[j] / counts[j])
-    finally:
-        model.train(was_training)
+    for chunk, batch in answer_batches(model, tokenizer, items, system, batch_size):
+        logp, rows = token_logprobs(model, batch)
+        sums = torch.zeros(len(chunk), dtype=torch.float64, device=logp.device).index_add(0, rows, logp.double())
+        counts = torch.bincount(rows, minlength=len(chunk))
+        for j, i in enumerate(chunk):
+            if counts[j] > 0:
+                out[i] = float(sums[j] / counts[j])
     return out
 
 
