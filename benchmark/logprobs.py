@@ -49,20 +49,19 @@ def token_logprobs(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tens
     return logp, rows
 
 
+def merge_streams(batches: Mapping[str, dict[str, torch.Tensor]], names: list[str]) -> dict[str, torch.Tensor]:
+    """The named streams' batches as one right-padded batch (padding: token 0, mask 0, no label), rows in
+    ``names`` order, so one forward pass serves them all."""
+    width = max(batches[n]["input_ids"].shape[1] for n in names)
+    fill = {"input_ids": 0, "attention_mask": 0, "labels": IGNORE_INDEX}
+    return {k: torch.cat([F.pad(batches[n][k], (0, width - batches[n][k].shape[1]), value=v) for n in names])
+            for k, v in fill.items()}
+
+
 def nll_per_stream(model, batches: Mapping[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Mean token NLL of each stream's responses, from ONE forward pass over all streams."""
     names = list(batches)
-    width = max(b["input_ids"].shape[1] for b in batches.values())
-
-    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
-        return F.pad(t, (0, width - t.shape[1]), value=value)
-
-    merged = {
-        "input_ids": torch.cat([pad(batches[n]["input_ids"], 0) for n in names]),
-        "attention_mask": torch.cat([pad(batches[n]["attention_mask"], 0) for n in names]),
-        "labels": torch.cat([pad(batches[n]["labels"], IGNORE_INDEX) for n in names]),
-    }
-    logp, rows = token_logprobs(model, merged)
+    logp, rows = token_logprobs(model, merge_streams(batches, names))
     out: dict[str, torch.Tensor] = {}
     start = 0
     for n in names:

@@ -36,7 +36,7 @@ import torch
 from snap_bench.data import RETAIN_STREAMS, Example
 # The loss primitives live in snap_bench.logprobs (shared with regularizers and probes); method authors
 # import them from here.
-from snap_bench.logprobs import nll_per_stream, sequence_logprob, token_logprobs  # noqa: F401
+from snap_bench.logprobs import merge_streams, nll_per_stream, sequence_logprob, token_logprobs  # noqa: F401
 from snap_bench.tasks import Item, Pack
 
 

@@ -55,12 +55,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from snap_bench.config import MethodConfig
 from snap_bench.data import IGNORE_INDEX
 from snap_bench.errors import SnapBenchError
-from snap_bench.methods.base import RETAIN_STREAMS, StepContext, UnlearnData
+from snap_bench.methods.base import RETAIN_STREAMS, StepContext, UnlearnData, merge_streams
 from snap_bench.registry import register_method
 
 # The code's Zephyr-7B setting: steer layer 7 of 32 (``--layer_id 7``), train ℓ−2..ℓ (``--layer_ids 5,6,7``).
@@ -161,14 +160,6 @@ def masked_mse(h: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tor
     return per_token[sel].mean() if bool(sel.any()) else per_token.sum() * 0.0
 
 
-def _merge(batches, names: list[str]) -> dict[str, torch.Tensor]:
-    """The named streams' batches as one right-padded batch, rows in ``names`` order."""
-    width = max(batches[n]["input_ids"].shape[1] for n in names)
-    fill = {"input_ids": 0, "attention_mask": 0, "labels": IGNORE_INDEX}
-    return {k: torch.cat([F.pad(batches[n][k], (0, width - batches[n][k].shape[1]), value=v) for n in names])
-            for k, v in fill.items()}
-
-
 @register_method("rmu")
 class Rmu:
     """Forget activations at layer ℓ steered to c·u, retain activations held at the frozen model's."""
@@ -228,7 +219,7 @@ class Rmu:
             raise RuntimeError("rmu needs the frozen initial model in ctx.reference (needs_reference = True)")
         keep = [k for k in RETAIN_STREAMS if k in batches]
         names = ["forget", *keep]
-        merged = _merge(batches, names)
+        merged = merge_streams(batches, names)
         top = self.layer(len(decoder_layers(model)[1]))
         h = layer_output(model, merged, top)  # one pass over the forget and retain streams
         mask = merged["labels"] != IGNORE_INDEX if self.cfg.rmu_positions == "answer" else merged["attention_mask"]
