@@ -218,3 +218,12 @@ def test_methods_cpu_suite_plans():
         if r["seed"] == 0:
             plan(RunSpec(method=r["method"], entities=r["entities"], mode=r["mode"], regularizer=r["regularizer"],
                          model=r["model"], seed=r["seed"], overrides=r["overrides"], progress=False))
+
+
+def test_the_reports_mia_attacks_are_the_ones_evaluate_stores():
+    """The report names the attacks itself (importing evaluate.mia would load torch into every report); this
+    keeps the two lists from drifting apart."""
+    from snap_bench.evaluate.mia import ATTACKS
+    from snap_bench.report.tables_refusal import MIA_ATTACKS, MIA_HEADERS
+
+    assert MIA_ATTACKS == ATTACKS and set(MIA_HEADERS) == set(ATTACKS)
