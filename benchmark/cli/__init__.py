@@ -23,11 +23,11 @@ __all__ = ["build_parser", "main", "nlp_rows", "probe_rows", "seed_summary", "su
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from snap_bench.util.heap import release_freed_memory
+    from snap_bench.util import heap
 
-    release_freed_memory()  # before the model loads: freed tensors' memory goes back to the OS
     parser = build_parser()
     try:
+        heap.apply_policy()  # before the model loads (SNAP_BENCH_MALLOC; util/heap.py)
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             if getattr(args, "command", None) == "tasks":

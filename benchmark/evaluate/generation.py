@@ -15,7 +15,7 @@ import torch
 
 from snap_bench import util
 
-from snap_bench.util import faults
+from snap_bench.util import faults, heap
 from snap_bench.data import prompt_ids
 from snap_bench.errors import SnapBenchError
 
@@ -125,6 +125,7 @@ def generate_ids(model, tokenizer, prompts: Sequence[list[int]], *, max_new_toke
             chunk = order[start : start + batch_size]
             res = _generate_batch(model, [prompts[i] for i in chunk], pad_id, stop_ids, max_new_tokens)
             faults.point("eval_batch")
+            heap.step_done()
             for i, r in zip(chunk, res):
                 out[i] = r
             if on_batch:
