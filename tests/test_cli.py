@@ -162,4 +162,4 @@ def test_list_settings_has_every_config_field_with_its_presets_and_help(cli):
     assert {f.name for f in dataclasses.fields(MethodConfig)} <= set(rows)
     assert all(row["description"] for row in rows.values())
     assert (rows["lr"]["cpu"], rows["lr"]["paper"], rows["batch_size"]["paper"]) == ("0.0001", "5e-05", "32")
-    assert rows["precision"]["cpu"] == "fp32" and rows["gradient_checkpointing"]["cpu"] == "true"
+    assert rows["precision"]["cpu"] == "fp32" and rows["gradient_checkpointing"]["cpu"] == "auto"

@@ -250,10 +250,12 @@ def test_scale_fields_enter_the_config_hash_only_when_set():
     assert not {"mixed_precision", "lora_r", "gradient_checkpointing"} & set(base.record["config"])
     # Gradient checkpointing changes no number: recorded as an execution setting, outside the hash.
     untracked = {"log_with": "none", "log_dir": None}  # tracking: execution settings too (run/tracking.py)
-    assert base.record["execution"] == {"gradient_checkpointing": True, **untracked}  # the cpu preset's default
+    auto = {"gradient_checkpointing": "auto", "memory_budget_gb": None}  # decided by train/memory.py
+    assert base.record["execution"] == {**auto, **untracked}  # the cpu preset's default
     off = plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
-                       overrides={"gradient_checkpointing": "false"}))
-    assert off.record["execution"] == {"gradient_checkpointing": False, **untracked} and off.config_hash == base.config_hash
+                       overrides={"gradient_checkpointing": "false", "memory_budget_gb": "3"}))
+    assert off.record["execution"] == {"gradient_checkpointing": "false", "memory_budget_gb": 3.0, **untracked}
+    assert off.config_hash == base.config_hash
     bf16 = plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
                         overrides={"mixed_precision": "bf16"}))
     assert bf16.record["config"]["mixed_precision"] == "bf16" and bf16.config_hash != base.config_hash

@@ -175,7 +175,7 @@ _LEGACY_VALUES = {"swd_form": "normalized", "precision": "fp32", "select_criteri
 # checkpointing recomputes the same arithmetic (tests/test_scaling.py: losses and weights bit-identical; a
 # whole default run on SmolLM2-135M gave identical metrics, docs/speed.md "Memory").
 # Tracking (log_with, log_dir) only copies numbers elsewhere.
-_EXECUTION_ONLY = ("gradient_checkpointing", "log_with", "log_dir")
+_EXECUTION_ONLY = ("gradient_checkpointing", "memory_budget_gb", "log_with", "log_dir")
 
 
 def _hashed_config(cfg: MethodConfig) -> dict[str, Any]:

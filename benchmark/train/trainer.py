@@ -20,7 +20,7 @@ import torch
 
 from snap_bench import util
 
-from snap_bench.util import faults
+from snap_bench.util import faults, heap
 from snap_bench.data import Stream, collate, encode_example
 from snap_bench.errors import NonFiniteLossError, SnapBenchError
 from snap_bench.methods.base import StepContext
@@ -56,6 +56,7 @@ class TrainResult:
     seconds: float
     tokens: int
     losses: list[dict[str, float]] = field(default_factory=list)  # per step: term -> value, plus "total"
+    checkpointing: dict | None = None  # train/memory.py's decision (gradient_checkpointing, budget, estimate)
 
 
 def stream_weight(cfg, name: str) -> float:
@@ -197,6 +198,7 @@ def train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, refere
 def _train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, reference, progress: bool,
            on_step: Callable[[int, dict[str, float]], None] | None, local: bool) -> TrainResult:
     """The loop of :func:`train` on ``model`` itself: encode the streams, then optimise."""
+    from snap_bench.train import memory
     from snap_bench.train.scaling import attach_lora, checkpointing, detach_lora, make_engine, set_checkpointing
 
     torch.manual_seed(seed)
@@ -215,11 +217,16 @@ def _train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, refer
     engine.place(model, reference)
     names = _trainable_names(method, model, cfg)  # before LoRA, which it excludes
     lora = attach_lora(model, cfg) if cfg.lora_r else None
-    switch_checkpointing = cfg.gradient_checkpointing and not checkpointing(model)
-    if switch_checkpointing:
-        set_checkpointing(model, True)
     wrapped, frozen = model, _freeze_all_but(model, names)
+    switch_checkpointing = False
     try:
+        # Decided once the trainable set is final (LoRA adapters, a method's own choice): what AdamW will hold.
+        decision = memory.decide(cfg.gradient_checkpointing, memory.budget(cfg.memory_budget_gb, engine.device),
+                                 model, encoded, per_stream)
+        result.checkpointing = decision.to_json()
+        switch_checkpointing = decision.used and not checkpointing(model)
+        if switch_checkpointing:
+            set_checkpointing(model, True)
         # Under LoRA only the adapters require grad: θ_init, the optimiser and the regularizer see them alone.
         init_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         use_reg = cfg.lambda_reg > 0 and regularizer.active
@@ -287,6 +294,7 @@ class _Loop:
                 self.sched.step()
                 result.steps = step + 1
                 faults.point("train_step")
+                heap.step_done()  # under the trim policy, the step's freed pages go back to the OS
                 result.tokens += tokens
                 values["lr"] = self.sched.get_last_lr()[0]
                 result.losses.append(values)
