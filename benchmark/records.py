@@ -38,11 +38,14 @@ class TrainTotals:
     steps: int = 0
     seconds: float = 0.0
     tokens: int = 0
+    checkpointing: list[dict[str, Any]] = field(default_factory=list)  # each phase's decision (train/memory.py)
 
     def add(self, result) -> None:
         self.steps += result.steps
         self.seconds += result.seconds
         self.tokens += result.tokens
+        if result.checkpointing is not None:
+            self.checkpointing.append(result.checkpointing)
 
 
 @dataclass

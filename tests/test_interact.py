@@ -55,7 +55,7 @@ def test_save_writes_a_transformers_dir_a_card_and_a_store_row(saved):
     card = json.loads((model_dir / CARD_NAME).read_text())
     assert card["run_id"] == result["run_id"] and card["method"] == "snap" and card["entities"] == ["peter_parker"]
     assert card["metrics"] == result["metrics"] and card["base_model"] == "tiny-random"
-    assert card["eval"] == {"system_prompt": None, "max_new_tokens": 64, "batch_size": 32}
+    assert card["eval"] == {"system_prompt": None, "max_new_tokens": 64, "batch_size": 128}
     assert result["saved"] == str(model_dir.absolute())
     store = Store(res)
     try:

@@ -57,6 +57,7 @@ def _stored_run(results: str | None, config_hash: str, run_id: str | None) -> tu
             if not runs:
                 return None
             run = runs[-1]
+        run = {**run, "resources": store.analyses(run["run_id"]).get("resources")}
         return f"stored run {run['run_id']} in {folder / DB_NAME}", run, store.generations(run["run_id"])
     finally:
         store.close()
@@ -96,6 +97,7 @@ def _measure_default_run(cfg: BenchConfig) -> tuple[str, dict[str, Any], list, f
         store = StoreReader(tmp)
         try:
             run, gens = store.run(run_id), store.generations(run_id)
+            run["resources"] = store.analyses(run_id).get("resources")
         finally:
             store.close()
     return "measured now (--e2e, child process)", run, gens, wall, peak_rss_gb(resource.RUSAGE_CHILDREN)
@@ -128,4 +130,19 @@ def end_to_end(cfg: BenchConfig, p, tok, shape: ModelShape, peaks: dict[str, lis
             "precision": precision, "train_peak": train_peak_name,
             "train_tflop": train_flops / 1e12, "eval_tflop": eval_flops / 1e12, "train_steps": len(batches),
             "eval_questions": len(gens), "eval_generated_tokens": gen_tokens,
-            "timings": {k: timings[k] for k in sorted(timings)}, "peak_rss_gb": rss}
+            "timings": {k: timings[k] for k in sorted(timings)}, "peak_rss_gb": rss,
+            "resources": whole_run(run.get("resources"), timings)}
+
+
+def whole_run(res: dict[str, Any] | None, timings: dict[str, float]) -> dict[str, Any] | None:
+    """The run's own record of where its time went (analysis ``resources``; None for runs stored before it):
+    train and eval seconds, user and system CPU seconds, minor faults, peak RSS, allocator, checkpointing."""
+    if not res:
+        return None
+    run = res.get("run") or {}
+    eval_s = sum(v for k, v in timings.items() if k.startswith("eval_"))
+    return {"train_s": timings.get("train"), "eval_s": eval_s, "total_s": timings.get("total"),
+            "user_s": run.get("user_s"), "sys_s": run.get("sys_s"), "sys_share": run.get("sys_share"),
+            "minor_faults": run.get("minor_faults"), "peak_rss_gb": res.get("peak_rss_gb"),
+            "allocator": res.get("allocator"), "checkpointing": [c.get("used") for c in res.get("checkpointing") or []],
+            "phases": {k: res[k] for k in ("train", "eval") if k in res}}

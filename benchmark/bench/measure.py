@@ -4,13 +4,13 @@ per-step cost of each regularizer. Each is taken in this process, next to what i
 from __future__ import annotations
 
 import math
-import resource
 import statistics
-import sys
 import time
 from typing import Any, Callable
 
 from snap_bench import util
+from snap_bench.util import usage
+from snap_bench.util.usage import Usage, peak_rss_gb  # noqa: F401  (peak_rss_gb: the bench's own import path)
 
 
 PEAK_PRECISIONS = ("fp32", "bf16")
@@ -40,22 +40,29 @@ def peak_for(precision: str, peaks: dict[str, list[float]]) -> tuple[float, str]
     return max(peaks[name]), name
 
 
-def peak_rss_gb(who: int | None = None) -> float:
-    """Peak resident set size of this process (or of its waited-for children), in GB."""
-    ru = resource.getrusage(resource.RUSAGE_SELF if who is None else who).ru_maxrss
-    return ru * (1 if sys.platform == "darwin" else 1024) / 1e9
+def per_step(stamps: list[Usage]) -> dict[str, float]:
+    """Medians over the intervals between consecutive snapshots: seconds, the system share of the CPU
+    time, minor faults; with the totals of the CPU seconds and faults over all of them."""
+    d = [b - a for a, b in zip(stamps[:-1], stamps[1:])]
+    total = sum(d, usage.ZERO)
+    cpu = total.user + total.sys
+    return {"n": len(d), "wall_s": statistics.median(x.wall for x in d),
+            "sys_share": total.sys / cpu if cpu > 0 else None,
+            "minor_faults": statistics.median(x.minflt for x in d),
+            "user_s_total": total.user, "sys_s_total": total.sys, "minor_faults_total": total.minflt}
 
 
-def _median_step(model, tok, method, regularizer, data, cfg, seed: int, warmup: int, steps: int) -> tuple[float, list]:
-    """Median wall time of the timed steps of a short ``train`` run, and its per-step losses."""
+def _median_step(model, tok, method, regularizer, data, cfg, seed: int, warmup: int, steps: int):
+    """(median wall time of the timed steps of a short ``train`` run, its per-step losses, the timed steps'
+    :func:`per_step` figures, the checkpointing decision)."""
     from snap_bench.train.trainer import train
 
-    stamps: list[float] = []
+    stamps: list[Usage] = []
     run_cfg = _with(cfg, max_steps=warmup + steps)
     res = train(model, tok, method, regularizer, data, run_cfg, seed, progress=False,
-                on_step=lambda step, values: stamps.append(time.perf_counter()))
-    times = [b - a for a, b in zip(stamps[warmup - 1 : -1], stamps[warmup:])]
-    return statistics.median(times), res.losses
+                on_step=lambda step, values: stamps.append(Usage.now()))
+    steps_fig = per_step(stamps[warmup - 1:])
+    return steps_fig["wall_s"], res.losses, steps_fig, res.checkpointing
 
 
 def _reload(spec: str) -> tuple[Any, float]:

@@ -22,6 +22,7 @@ from snap_bench.bench.inputs import default_plan, eval_prompts, step_batches, tr
 from snap_bench.bench.measure import (PEAK_PRECISIONS, _median_step, _reload, matmul_gflops, peak_for, peak_rss_gb,
                                       regularizer_overheads)
 from snap_bench.bench.targets import figures
+from snap_bench.util import heap
 
 
 def _setup(cfg: BenchConfig):
@@ -55,14 +56,15 @@ def _training_steps(cfg: BenchConfig, p, lm, inputs, shape: ModelShape, peaks, l
     timed = step_batches(encoded, p.cfg, seed, cfg.warmup + cfg.steps)[cfg.warmup :]
     n_proj = p.cfg.swd_projections if p.regularizer == "swd" else 0
     log(f"bench: {cfg.warmup}+{cfg.steps} training steps with {p.regularizer}, then without...")
-    step_reg, _ = _median_step(lm.model, lm.tokenizer, method, build_regularizer(p.regularizer, p.cfg, seed), data,
-                               p.cfg, seed, cfg.warmup, cfg.steps)
+    step_reg, _, usage_reg, ckpt = _median_step(lm.model, lm.tokenizer, method,
+                                                build_regularizer(p.regularizer, p.cfg, seed), data, p.cfg, seed,
+                                                cfg.warmup, cfg.steps)
     rss_train = peak_rss_gb()
     _more_peaks(peaks, cfg.matmul_size, p.cfg.precision)
     lm.model = None
     model, load_warm_s = _reload(cfg.model)
-    step_none, _ = _median_step(model, lm.tokenizer, method, build_regularizer("none", p.cfg, seed), data, p.cfg, seed,
-                                cfg.warmup, cfg.steps)
+    step_none, _, _, _ = _median_step(model, lm.tokenizer, method, build_regularizer("none", p.cfg, seed), data,
+                                      p.cfg, seed, cfg.warmup, cfg.steps)
     stats = [step_stats(ex) for ex in timed]
     mean = {k: statistics.mean(s[k] for s in stats) for k in stats[0]}
     flops = statistics.mean(train_step_flops(shape, [len(e["input_ids"]) for e in ex], s["labelled"], n_proj, p.cfg.swd_form)
@@ -75,6 +77,8 @@ def _training_steps(cfg: BenchConfig, p, lm, inputs, shape: ModelShape, peaks, l
         "labelled_per_step": mean["labelled"], "padding_waste": 1 - mean["tokens"] / mean["padded"],
         "tflop_per_step": flops / 1e12, "tokens_per_s": mean["tokens"] / step_reg,
         "gflops": flops / step_reg / 1e9, "peak_rss_gb": rss_train,
+        "sys_share": usage_reg["sys_share"], "minor_faults_per_step": usage_reg["minor_faults"],
+        "usage": usage_reg, "checkpointing": ckpt,
     }
     return training, (flops, flops_none), model, load_warm_s
 
@@ -133,7 +137,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = lambda s: print(s, 
         "matmul": {"size": cfg.matmul_size, "gflops": peak_for("fp32", peaks)[0], "measured": peaks["fp32"],
                    "bf16_gflops": peak_for("bf16", peaks)[0], "bf16_measured": peaks["bf16"], "in_use": peak_name},
         "load_s": load_s, "load_warm_s": load_warm_s, "training": training, "regularizers": regs, "generation": gen, "e2e": e2e,
-        "peak_rss_gb": rss,
+        "peak_rss_gb": rss, "allocator": heap.policy(),
     }
     result["figures"] = figures(result)
     return result

@@ -32,6 +32,8 @@ from snap_bench.run.dev import DevSelector, dev_metrics, dev_sizes
 from snap_bench.run.spec import MODES, Plan, RunSpec, phases, plan, versions
 from snap_bench.run.splits import Splits, make_splits
 from snap_bench.tasks import Pack
+from snap_bench.util import heap, usage
+from snap_bench.util.usage import Usage
 
 __all__ = ["MODES", "Plan", "RunSpec", "execute", "plan", "run"]
 
@@ -78,6 +80,10 @@ class _Run:
     mia_before: dict[str, Any] | None = None  # the untrained model's membership-inference scores (mia)
     selection: list[dict[str, Any]] = field(default_factory=list)  # select=dev: the choice per phase
     tracker: Any = None  # log_with: the run's tracker (main process only)
+    usage: dict[str, Usage] = field(default_factory=dict)  # CPU time and faults by phase (train, eval)
+
+    def count(self, phase: str, since: Usage) -> None:
+        self.usage[phase] = self.usage.get(phase, usage.ZERO) + (Usage.now() - since)
 
     @property
     def trains(self) -> bool:
@@ -95,10 +101,9 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False, s
     """
     from snap_bench.run.tracking import open_tracker
     from snap_bench.train.trainer import NonFiniteLoss
-    from snap_bench.util.heap import release_freed_memory
 
-    release_freed_memory()  # also for library callers that bypass the CLI
-    t_start = time.perf_counter()
+    heap.apply_policy()  # also for library callers that bypass the CLI
+    t_start, run_start = time.perf_counter(), Usage.now()
     r = _open(p, model_bundle, store)
     run_id = _start(r, claim)
     if isinstance(run_id, RunSkipped):
@@ -112,6 +117,7 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False, s
         if not r.main:
             return None
         analyses = _measure(r, steps, system)
+        analyses["resources"] = _resources(r, totals, run_start)
         if r.tracker is not None:  # before the run is marked done: a tracker error must not fail a done run
             r.tracker.log_final(final_metrics(p.spec.mode, steps))
         saved = _persist(r, run_id, steps, analyses, system, totals, t_start)
@@ -201,13 +207,17 @@ def _run_phases(r: _Run, on_phase) -> tuple[list[StepResult], TrainTotals, str |
         seen += phase
         losses: list[dict[str, float]] = []
         if r.trains:
+            t = Usage.now()
             res = _train_phase(r, k, phase, len(all_phases))
+            r.count("train", t)
             losses = res.losses
             totals.add(res)
         if not r.main:
             continue  # the main process evaluates; this one goes on to the next phase's training
         system = r.method.system_prompt(seen) or r.p.cfg.system_prompt
+        t = Usage.now()
         steps.append(_evaluate_phase(r, k, phase, seen, losses, system))
+        r.count("eval", t)
         if on_phase:
             on_phase(k, steps[-1].metrics)
     return steps, totals, system
@@ -268,6 +278,15 @@ def _measure(r: _Run, steps: list[StepResult], system: str | None) -> dict[str, 
                            "sizes": dev_sizes(r.sp, packs), "selection": r.selection or None}
         r.timings["dev"] = time.perf_counter() - t
     return analyses
+
+
+def _resources(r: _Run, totals: TrainTotals, start: Usage) -> dict[str, Any]:
+    """Where the run's time and memory went (analysis ``resources``): the allocator policy and gradient
+    checkpointing in force, CPU user/system seconds and page faults of the whole run and of its train and
+    eval phases (train includes select=dev's checkpoint evaluations), and the process's peak RSS so far."""
+    return {"allocator": heap.policy(), "checkpointing": totals.checkpointing,
+            "run": (Usage.now() - start).to_json(), **{k: v.to_json() for k, v in r.usage.items()},
+            "peak_rss_gb": round(usage.peak_rss_gb(), 3)}
 
 
 def _persist(r: _Run, run_id: str, steps, analyses, system, totals: TrainTotals, t_start: float) -> Path | None:
