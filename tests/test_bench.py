@@ -30,6 +30,17 @@ def test_bench_smoke_prints_every_figure(cli, tmp_path):
     assert by["generation speedup vs HF batched"]["value"] > 0
     assert by["generation identical to HF batched"]["value"] is True
     assert out["e2e"]["source"].startswith("none:")  # the empty store holds no default run
+    # Where the time goes (issue 24): the kernel's share and the faults, per training step and generated batch.
+    from snap_bench.util import heap
+
+    assert out["allocator"] == heap.policy()
+    for name in ("train sys share", "generation sys share"):
+        assert 0 <= by[name]["value"] <= 1 and by[name]["target"] == "<= 0.10" and out["allocator"] in by[name]["note"]
+    assert by["train minor faults / step"]["value"] >= 0 and by["generation minor faults / batch"]["value"] >= 0
+    tr = out["training"]
+    assert tr["usage"]["n"] == 1 and tr["sys_share"] == by["train sys share"]["value"]
+    assert tr["checkpointing"]["requested"] == "auto" and tr["checkpointing"]["estimated_peak_gb"] > 0
+    assert out["generation"]["per_batch"]["n"] >= 1
     assert by["e2e wall / floor"]["status"] == "n/a"
     assert 0 <= out["training"]["padding_waste"] < 1
 
@@ -128,6 +139,15 @@ def test_e2e_figures_from_a_stored_run(cli, tmp_path):
     assert e2e["run_id"] == run_id and e2e["source"].startswith(f"stored run {run_id}")
     assert e2e["train_steps"] == 2 and e2e["eval_questions"] == 10  # --eval-limit 2 on 5 sets (with cross)
     assert e2e["wall_s"] > 0 and 0 < e2e["floor_s"] < e2e["wall_s"] and e2e["ratio"] == e2e["wall_s"] / e2e["floor_s"]
+    # The run's own record of where its time went, as the bench reads it back from the store.
+    res = e2e["resources"]
+    stored = run.json["resources"]
+    assert res["train_s"] == run.json["timings"]["train"] and res["eval_s"] == run.json["timings"]["eval_0"]
+    assert (res["user_s"], res["sys_s"], res["minor_faults"]) == (stored["run"]["user_s"], stored["run"]["sys_s"],
+                                                                  stored["run"]["minor_faults"])
+    assert res["peak_rss_gb"] == stored["peak_rss_gb"] > 0 and res["allocator"] == stored["allocator"]
+    by = {f["name"]: f for f in r.json["figures"]}
+    assert by["run sys share"]["value"] == res["sys_share"] and by["run peak RSS"]["target"] == "<= 6"
     assert cli("bench", "--e2e", "--run-id", run_id).code == 2
     assert cli("bench", "--model", "tiny-random", "--results", store, "--run-id", "nope").code == 2
 

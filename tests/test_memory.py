@@ -81,3 +81,24 @@ def test_a_run_records_the_decision_and_where_its_time_went(cli, tmp_path):
         assert u["wall_s"] > 0 and u["user_s"] >= 0 and u["sys_s"] >= 0 and u["minor_faults"] >= 0
     assert res["run"]["wall_s"] >= res["train"]["wall_s"] + res["eval"]["wall_s"] - 1e-3
     assert res["peak_rss_gb"] > 0
+
+
+def test_the_probe_leaves_the_random_state_alone(tiny):
+    """A model with dropout draws masks in the probe's forward: training must draw the same ones as without it."""
+    attn = [m for m in tiny.model.modules() if hasattr(m, "attention_dropout")]
+    assert attn
+    old = [m.attention_dropout for m in attn]
+    for m in attn:
+        m.attention_dropout = 0.5
+    try:
+        torch.manual_seed(0)
+        before = torch.get_rng_state()
+        memory.saved_bytes_per_token(tiny.model, tokens=8)
+        assert torch.equal(torch.get_rng_state(), before)
+        tiny.model.train()  # the same forward outside the probe does draw: the check above can fail
+        tiny.model(input_ids=torch.zeros((1, 8), dtype=torch.long))
+        assert not torch.equal(torch.get_rng_state(), before)
+    finally:
+        tiny.model.eval()
+        for m, v in zip(attn, old):
+            m.attention_dropout = v

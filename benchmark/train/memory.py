@@ -72,11 +72,14 @@ def saved_bytes_per_token(model, tokens: int = PROBE_TOKENS) -> float:
         return t
 
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    ids = torch.zeros((1, tokens), dtype=torch.long, device=next(model.parameters()).device)
+    device = next(model.parameters()).device
+    ids = torch.zeros((1, tokens), dtype=torch.long, device=device)
     was_training = model.training
     model.train()
+    # fork_rng: a model with dropout draws masks here; training must draw the same ones as without the probe.
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.enable_grad():
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.enable_grad():
             out = model(input_ids=ids, use_cache=False)
         vocab = out.logits.shape[-1]
         del out

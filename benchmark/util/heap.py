@@ -102,12 +102,6 @@ def policy() -> str:
 
 def step_done() -> None:
     """Called at the end of every optimiser step and generated batch: under ``trim``, give the heap's free
-    pages back to the OS. About 0.05 s a call for a default run's heap; a no-op under the other policies."""
+    pages back to the OS (its cost is inside the step times of docs/speed.md); a no-op under the other policies."""
     if _trim is not None:
         _trim(0)
-
-
-def release_freed_memory() -> bool:
-    """Apply the policy; True when one that returns freed memory to the OS (trim or mmap) is in force.
-    Kept for callers from before the policies had names."""
-    return apply_policy() in ("trim", "mmap")
