@@ -150,8 +150,8 @@ class MethodConfig:
     max_new_tokens: int = 64
     """Greedy generation budget per evaluation question."""
     eval_batch_size: int = 128
-    """Questions generated together (left-padded, KV-cached); 128 gave the same fp32 token ids as 32, faster
-    (docs/speed.md; tests/test_e2e_slow.py)."""
+    """Questions generated together (left-padded, KV-cached). The same fp32 token ids as 32, faster (docs/speed.md;
+    tests/test_e2e_slow.py): an execution setting, outside the config hash."""
     eval_limit: int | None = None
     """Cap on evaluation questions per set (forget, multihop, retain, general, cross); None = all held-out items.
     A capped set is a seeded sample stratified by entity and category, never the first N."""

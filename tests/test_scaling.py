@@ -249,13 +249,18 @@ def test_scale_fields_enter_the_config_hash_only_when_set():
     base = plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random"))
     assert not {"mixed_precision", "lora_r", "gradient_checkpointing"} & set(base.record["config"])
     # Gradient checkpointing changes no number: recorded as an execution setting, outside the hash.
-    untracked = {"log_with": "none", "log_dir": None}  # tracking: execution settings too (run/tracking.py)
+    untracked = {"log_with": "none", "log_dir": None, "eval_batch_size": 128}  # tracking, eval batches: execution
     auto = {"gradient_checkpointing": "auto", "memory_budget_gb": None}  # decided by train/memory.py
     assert base.record["execution"] == {**auto, **untracked}  # the cpu preset's default
     off = plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
                        overrides={"gradient_checkpointing": "false", "memory_budget_gb": "3"}))
     assert off.record["execution"] == {"gradient_checkpointing": "false", "memory_budget_gb": 3.0, **untracked}
     assert off.config_hash == base.config_hash
+    # The eval batch size groups the same generations: outside the hash, which keeps the 32 every older run had.
+    b32 = plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
+                       overrides={"eval_batch_size": "32"}))
+    assert b32.config_hash == base.config_hash and base.record["config"]["eval_batch_size"] == 32
+    assert b32.record["execution"]["eval_batch_size"] == 32
     bf16 = plan(RunSpec(method="snap", entities=["peter_parker"], model="tiny-random",
                         overrides={"mixed_precision": "bf16"}))
     assert bf16.record["config"]["mixed_precision"] == "bf16" and bf16.config_hash != base.config_hash
