@@ -57,10 +57,15 @@ def _stored_run(results: str | None, config_hash: str, run_id: str | None) -> tu
             if not runs:
                 return None
             run = runs[-1]
-        run = {**run, "resources": store.analyses(run["run_id"]).get("resources")}
-        return f"stored run {run['run_id']} in {folder / DB_NAME}", run, store.generations(run["run_id"])
+        return f"stored run {run['run_id']} in {folder / DB_NAME}", _with_resources(store, run), \
+            store.generations(run["run_id"])
     finally:
         store.close()
+
+
+def _with_resources(store, run: dict[str, Any]) -> dict[str, Any]:
+    """The stored run with its analysis ``resources`` (None for runs stored before issue 24)."""
+    return {**run, "resources": store.analyses(run["run_id"]).get("resources")}
 
 
 def _plan_of(run: dict[str, Any], default):
@@ -96,8 +101,7 @@ def _measure_default_run(cfg: BenchConfig) -> tuple[str, dict[str, Any], list, f
         run_id = json.loads(proc.stdout)["run_id"]
         store = StoreReader(tmp)
         try:
-            run, gens = store.run(run_id), store.generations(run_id)
-            run["resources"] = store.analyses(run_id).get("resources")
+            run, gens = _with_resources(store, store.run(run_id)), store.generations(run_id)
         finally:
             store.close()
     return "measured now (--e2e, child process)", run, gens, wall, peak_rss_gb(resource.RUSAGE_CHILDREN)

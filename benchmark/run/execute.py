@@ -103,7 +103,7 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False, s
     from snap_bench.train.trainer import NonFiniteLoss
 
     heap.apply_policy()  # also for library callers that bypass the CLI
-    t_start, run_start = time.perf_counter(), Usage.now()
+    run_start = Usage.now()  # its wall clock is the run's start for timings["total"] too
     r = _open(p, model_bundle, store)
     run_id = _start(r, claim)
     if isinstance(run_id, RunSkipped):
@@ -120,7 +120,7 @@ def execute(p: Plan, *, model_bundle=None, on_phase=None, claim: bool = False, s
         analyses["resources"] = _resources(r, totals, run_start)
         if r.tracker is not None:  # before the run is marked done: a tracker error must not fail a done run
             r.tracker.log_final(final_metrics(p.spec.mode, steps))
-        saved = _persist(r, run_id, steps, analyses, system, totals, t_start)
+        saved = _persist(r, run_id, steps, analyses, system, totals, run_start.wall)
     except NonFiniteLoss as exc:
         _fail(r.store, run_id, str(exc))
         raise SnapBenchError(f"run {run_id} failed: {exc}") from None
