@@ -48,6 +48,8 @@ def _seeds(args) -> list[int]:
     if args.seeds is not None and args.seed is not None:
         raise SnapBenchError(f"--seed {args.seed} and --seeds {args.seeds} contradict; give one of them")
     seeds = parse_seeds(args.seeds) if args.seeds is not None else [0 if args.seed is None else args.seed]
+    if args.gguf is not None and args.save is None:
+        raise SnapBenchError(f"--gguf {args.gguf} writes into the --save directory; give --save DIR too")
     if len(seeds) > 1 and args.save is not None:
         raise SnapBenchError(f"--save writes one model but --seeds {args.seeds} runs {len(seeds)}; "
                              "save one seed's model with --seed N --save DIR")
@@ -90,6 +92,7 @@ def _plan_runs(args, seeds: list[int]) -> list:
             progress=not args.no_progress,
             trust_remote_code=args.trust_remote_code,
             save_dir=args.save,
+            save_gguf=args.gguf,
             allow_pickle=args.allow_pickle,
         )
         plans.append(plan(spec))

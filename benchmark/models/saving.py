@@ -2,7 +2,8 @@
 
 The directory holds ``model.safetensors``, ``config.json``, ``generation_config.json``, the
 tokenizer files with the chat template, and ``snap_bench_card.json``: the run id, method,
-entities, metrics and the evaluation's generation settings. It loads with
+entities, metrics and the evaluation's generation settings. With ``run --gguf TYPE`` it also holds
+``model.TYPE.gguf`` (see gguf_export.py), whose name, type and size the card records. It loads with
 ``AutoModelForCausalLM.from_pretrained(DIR)`` alone, and as ``--model DIR`` in every command.
 
 Policy for an existing DIR (checked before training and again before writing): a missing or
@@ -57,8 +58,9 @@ def check_save_dir(path: str | Path) -> Path:
     return p
 
 
-def save_model(model, tokenizer, path: str | Path, card: dict[str, Any]) -> Path:
-    """Write model + tokenizer + card to ``path`` atomically; returns the resolved path."""
+def save_model(model, tokenizer, path: str | Path, card: dict[str, Any], gguf: str | None = None) -> Path:
+    """Write model + tokenizer + card to ``path`` atomically; returns the resolved path. ``gguf`` (a type
+    such as ``q4_1``, ``run --gguf``) also writes ``model.<type>.gguf`` there, named in the card."""
     final = check_save_dir(path).absolute()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
@@ -67,6 +69,11 @@ def save_model(model, tokenizer, path: str | Path, card: dict[str, Any]) -> Path
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         card = {"snap_bench": __version__, "saved_at": time.time(), **card}
+        if gguf is not None:  # inside the temp dir: the GGUF appears with the rest of the save or not at all
+            from snap_bench.models.gguf_export import write_gguf
+
+            gfile = write_gguf(model, tokenizer, tmp / f"model.{gguf}.gguf", gguf)
+            card["gguf"] = {"file": gfile.name, "type": gguf, "bytes": gfile.stat().st_size}
         (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
         _plain_permissions(tmp)
         if final.exists():
