@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from snap_bench.errors import SnapBenchError
+from snap_bench.models.quant_schemes import parse_schemes as quant_schemes
 
 RETAIN_DATA = ("hard", "general", "hard+general", "none")
 SELECT = ("last", "dev")
@@ -195,6 +196,10 @@ class MethodConfig:
     no trace. Printed under ``"mia"``."""
     mia_limit: int = 100
     """Members and non-members per entity for ``mia`` (equal numbers, a seeded stratified sample of the larger set)."""
+    quant_probe: str = ""
+    """Comma-separated GGUF schemes (``evaluate/quant.py``: shipped, q8_0, q4_0, q4_1, int4_g32) at which the final and
+    the untrained model are re-evaluated on ``probe_limit`` forget and retain items (``evaluate/quant_probe.py``).
+    Empty: off. Printed under ``"quant"``."""
     eval_nlp: bool = False
     """Zero-shot NLP utility (paper Table 2) through lm-evaluation-harness (``evaluate/nlp/``). Printed under ``"nlp"``."""
     nlp_tasks: str = "hellaswag,lambada_openai,winogrande,piqa,arc_challenge,mmlu,openbookqa,boolq,mathqa"
@@ -225,23 +230,19 @@ class MethodConfig:
             v = getattr(self, name)
             if v is not None and v < 0:
                 raise SnapBenchError(f"--set {name}={v}: must be >= 0")
-        if self.retain_data not in RETAIN_DATA:
-            raise SnapBenchError(f"--set retain_data={self.retain_data}: expected one of {', '.join(RETAIN_DATA)}")
-        if self.retain_targets not in RETAIN_TARGETS:
-            raise SnapBenchError(f"--set retain_targets={self.retain_targets}: expected one of {', '.join(RETAIN_TARGETS)}")
+        for name, choices in (("retain_data", RETAIN_DATA), ("retain_targets", RETAIN_TARGETS), ("select", SELECT),
+                              ("mixed_precision", MIXED_PRECISION), ("log_with", LOG_WITH)):
+            if getattr(self, name) not in choices:
+                raise SnapBenchError(f"--set {name}={getattr(self, name)}: expected one of {', '.join(choices)}")
         self.require_nonnegative("dev_size")
         self.require_positive("select_every")
         if self.select_criterion not in SELECT_CRITERIA:
             raise SnapBenchError(f"--set select_criterion={self.select_criterion}: expected one of "
                                  f"{', '.join(SELECT_CRITERIA)}")
-        if self.select not in SELECT:
-            raise SnapBenchError(f"--set select={self.select}: expected one of {', '.join(SELECT)}")
         if self.swd_form not in ("authors", "normalized"):
             raise SnapBenchError(f"--set swd_form={self.swd_form}: expected authors or normalized")
         if self.lr_schedule not in ("linear", "constant"):
             raise SnapBenchError(f"--set lr_schedule={self.lr_schedule}: expected linear or constant")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise SnapBenchError(f"--set mixed_precision={self.mixed_precision}: expected one of {', '.join(MIXED_PRECISION)}")
         if self.precision not in PRECISION and self.precision != "fp16":
             raise SnapBenchError(f"--set precision={self.precision}: expected one of {', '.join(PRECISION)}")
         if self.precision == "fp16" and self.mixed_precision != "fp16":
@@ -261,8 +262,7 @@ class MethodConfig:
                                  f"{', '.join(CHECKPOINTING)}")
         if self.memory_budget_gb is not None:
             self.require_positive("memory_budget_gb")
-        if self.log_with not in LOG_WITH:
-            raise SnapBenchError(f"--set log_with={self.log_with}: expected one of {', '.join(LOG_WITH)}")
+        self.quant_probe = ",".join(quant_schemes(self.quant_probe))  # normalised; a bad name lists the valid ones
         if not self.lora_targets.strip():
             raise SnapBenchError("--set lora_targets: empty; use all-linear or module names such as q_proj,v_proj")
 

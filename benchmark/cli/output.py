@@ -22,18 +22,20 @@ def _fmt(v: float | None) -> str:
 
 
 def table1_rows(result: dict[str, Any]) -> str:
-    """The Table-1 row(s) of a run, then selectivity and removal (cross_RA, leak, RA_known, degenerate), as
-    fixed-width text."""
+    """The Table-1 row(s) of a run, then selectivity and removal (cross_RA, leak, RA_known, RA_correct,
+    degenerate), as fixed-width text."""
     head = (f"{'method':<18} {'entity':<16} {'UA':>6} {'UA♣':>6} {'RA':>6} {'TA':>6} {'Avg':>6} │ {'crossRA':>7} "
-            f"{'leak':>6} {'RA_known':>13} {'degen':>6}")
+            f"{'leak':>6} {'RA_known':>13} {'RA_correct':>13} {'degen':>6}")
     lines = [head, "-" * len(head)]
     label = result["method"] + (f"+{result['regularizer']}" if result["regularizer"] not in ("none",) else "")
     for entity, m in result["metrics"].items():
         n = m.get("RA_known_n")
         known = _fmt(m.get("RA_known")) + (f" (n={int(n)})" if n is not None else "")
+        nc = m.get("RA_correct_n")
+        correct = _fmt(m.get("RA_correct")) + (f" (n={int(nc)})" if nc is not None else "")
         lines.append(
             f"{label:<18} {entity:<16} {_fmt(m['UA'])} {_fmt(m['UA_multihop'])} {_fmt(m['RA'])} {_fmt(m['TA'])} "
-            f"{_fmt(m['Avg'])} │ {_fmt(m.get('cross_RA')):>7} {_fmt(m.get('leak'))} {known:>13} {_fmt(m.get('degenerate'))}"
+            f"{_fmt(m['Avg'])} │ {_fmt(m.get('cross_RA')):>7} {_fmt(m.get('leak'))} {known:>13} {correct:>13} {_fmt(m.get('degenerate'))}"
         )
     return "\n".join(lines)
 
@@ -71,6 +73,29 @@ def mia_rows(mia: dict[str, Any]) -> str:
             a = m[attack]
             lines.append(f"  {attack:<7} before {_num(a['before'])} → after {_num(a['after'])} (Δ {_num(a['delta'])})")
     return "\n".join(lines)
+
+
+def quant_rows(quant: dict[str, Any]) -> str:
+    """The quantization probe per entity and scheme: full precision → quantized, for the model and the untrained
+    control, and the share of the unlearning effect the scheme undoes."""
+    lines = []
+    for entity, per in quant.items():
+        for scheme, q in per.items():
+            n = q["n"]
+            lines.append(f"quantization {scheme} · {entity} · {n['forget']} forget, {n['retain']} retain items "
+                         f"(RA_correct n={_n(n.get('RA_correct'))})")
+            for who, row in (("model", q), ("untrained", q.get("control"))):
+                if row:
+                    lines.append(f"  {who:<9} " + "  ".join(f"{m} {_fmt(row[m]['full']).strip()} → "
+                                                           f"{_fmt(row[m]['quantized']).strip()}"
+                                                           for m in ("UA", "leak", "RA", "RA_correct")))
+            rec = q.get("recovered") or {}
+            lines.append("  recovered by quantization: " + "  ".join(f"{m} {_num(v)}" for m, v in rec.items()))
+    return "\n".join(lines)
+
+
+def _n(v: float | None) -> str:
+    return "—" if v is None else str(int(v))
 
 
 def nlp_rows(nlp: dict[str, Any]) -> str:
@@ -137,6 +162,8 @@ def print_run(result: dict[str, Any]) -> None:
         print("\n" + probe_rows(result["probes"]))
     if result.get("mia"):
         print("\n" + mia_rows(result["mia"]))
+    if result.get("quant"):
+        print("\n" + quant_rows(result["quant"]))
     if result.get("nlp"):
         print("\n" + nlp_rows(result["nlp"]))
     t = result["timings"]

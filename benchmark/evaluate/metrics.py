@@ -14,7 +14,12 @@ Beside them (``scores.py`` says why each matters), per entity:
   the question;
 - rougeL_forget / rougeL_retain / rougeL_general: mean ROUGE-L recall (0-1) of the reference
   answer on the forget, retain and general questions;
-- RA_known (with RA_known_n): RA over the retain items the untrained model answered correctly;
+- RA_known (with RA_known_n): RA over the retain items the untrained model answered correctly
+  (ROUGE-L recall of the answer >= 0.5);
+- RA_correct (with RA_correct_n): of the retain items the untrained model answered correctly by
+  the answer-keyword check (``scores.answer_keywords``, the detector ``leak`` uses), the % the model
+  still answers correctly: not obliterated and with an answer keyword. RA counts fluent nonsense as
+  retained; RA_correct does not;
 - degenerate: % of all the entity's responses (forget, multi-hop, retain, general) that are
   empty or gibberish. The judge's verdicts do not change: this column sits beside RA and TA.
 """
@@ -24,13 +29,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from snap_bench.evaluate.generation import generate
-from snap_bench.evaluate.scores import degenerate, leaked, rouge_l_recall
+from snap_bench.evaluate.scores import answer_keywords, answered_correctly, degenerate, leaked, rouge_l_recall
 from snap_bench.tasks import Item
 from snap_bench.util import progress_bar
 
 METRICS = ("UA", "UA_multihop", "RA", "TA", "Avg")
 EXTRA_METRICS = ("cross_RA", "leak", "rougeL_forget", "rougeL_retain", "rougeL_general", "RA_known", "RA_known_n",
-                 "degenerate")
+                 "RA_correct", "RA_correct_n", "degenerate")
 CROSS = "cross"  # eval set of the other shipped entities' held-out forget questions
 # eval set -> (metric, whether an obliterated response is the success)
 SET_METRIC = {"forget": ("UA", True), "multihop": ("UA_multihop", True), "retain": ("RA", False), "general": ("TA", False)}
@@ -48,14 +53,17 @@ class EvalRecord:
     leaked: bool = False
     rouge: float | None = None  # ROUGE-L recall of the reference answer
     degenerate: bool = False
+    correct: bool | None = None  # retain items with answer keywords: answered with one (scores.answer_keywords)
 
 
 def evaluate(model, tokenizer, eval_sets: dict[str, dict[str, list[Item]]], general: list[Item], judge, cfg,
              system: str | None = None, progress: bool = True, cross: list[Item] = (),
-             known: dict[str, bool] | None = None, desc: str = "eval") -> tuple[dict[str, dict[str, float]], list[EvalRecord]]:
+             known: dict[str, bool] | None = None, desc: str = "eval",
+             known_correct: dict[str, bool] | None = None) -> tuple[dict[str, dict[str, float]], list[EvalRecord]]:
     """``eval_sets`` maps entity -> {"forget"|"multihop"|"retain": items}; ``general`` is shared, and so is
     ``cross`` (other entities' forget questions, for cross_RA). ``known`` maps retain item ids to whether
-    the untrained model answered them correctly (for RA_known; None: not measured).
+    the untrained model answered them correctly (for RA_known; None: not measured); ``known_correct`` the
+    same by the answer-keyword check (for RA_correct; items without answer keywords are absent).
 
     Returns metrics per entity (percentages, 0-100, ROUGE-L 0-1) and every response with its verdict.
     """
@@ -67,7 +75,7 @@ def evaluate(model, tokenizer, eval_sets: dict[str, dict[str, list[Item]]], gene
     jobs += [(it.entity, CROSS, it) for it in cross]
     responses = _generate(model, tokenizer, [it.question for _, _, it in jobs], cfg, system, progress, desc)
     records = judge_records(jobs, responses, judge)
-    return metrics_from_records(records, list(eval_sets), known), records
+    return metrics_from_records(records, list(eval_sets), known, known_correct), records
 
 
 def _generate(model, tokenizer, questions: list[str], cfg, system, progress: bool, desc: str) -> list[str]:
@@ -92,13 +100,23 @@ def judge_records(jobs: list[tuple[str, str, Item]], responses: list[str], judge
     return [
         EvalRecord(it.id, ent, s, it.question, r, v.obliterated, v.reason,
                    leaked=leaked(it.question, r, k), rouge=rouge_l_recall(it.answer, r),
-                   degenerate=degenerate(r) is not None)
+                   degenerate=degenerate(r) is not None,
+                   correct=retain_correct(it, r, v.obliterated) if s == "retain" else None)
         for (ent, s, it), r, v, k in zip(jobs, responses, verdicts, kws)
     ]
 
 
+def retain_correct(item: Item, response: str, obliterated: bool) -> bool | None:
+    """Whether a response answers a retain item correctly: not obliterated, with an answer keyword
+    (``scores.answer_keywords``). None when the item has no answer keywords to check."""
+    kw = answer_keywords(item.question, item.answer, item.keywords)
+    if not kw:
+        return None
+    return not obliterated and answered_correctly(item.question, response, kw)
+
+
 def metrics_from_records(records: list[EvalRecord], entities: list[str],
-                         known: dict[str, bool] | None = None) -> dict[str, dict[str, float]]:
+                         known: dict[str, bool] | None = None, known_correct: dict[str, bool] | None = None) -> dict[str, dict[str, float]]:
     general = [r for r in records if r.eval_set == "general"]
     cross = [r for r in records if r.eval_set == CROSS]
     ta = _pct(general, False)
@@ -119,6 +137,9 @@ def metrics_from_records(records: list[EvalRecord], entities: list[str],
         kn = [r for r in own["retain"] if known is not None and known.get(r.item_id)]
         m["RA_known"] = _pct(kn, False)
         m["RA_known_n"] = float(len(kn)) if known is not None else None
+        kc = [r for r in own["retain"] if known_correct is not None and known_correct.get(r.item_id) and r.correct is not None]
+        m["RA_correct"] = 100.0 * sum(bool(r.correct) for r in kc) / len(kc) if kc else None
+        m["RA_correct_n"] = float(len(kc)) if known_correct is not None else None
         everything = forgetlike + own["retain"] + general
         m["degenerate"] = 100.0 * sum(r.degenerate for r in everything) / len(everything) if everything else None
         out[entity] = m

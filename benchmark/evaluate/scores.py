@@ -3,7 +3,7 @@
 The paper's metrics (UA, RA, TA) only ask whether a response declines. A user of an unlearned
 model also needs to know whether the answer still comes out (``leak``, ``rougeL_forget``),
 whether answers about everything else are still right (``rougeL_retain``, ``rougeL_general``,
-``RA_known``) and whether "not obliterated" responses are answers at all (``degenerate``).
+``RA_known``, ``RA_correct``) and whether "not obliterated" responses are answers at all (``degenerate``).
 These put refusal methods (SNAP) and removal methods (gradient ascent, NPO) on common ground: a
 removal method never declines, so its UA is 0 by construction, but its leak and ROUGE-L show
 what it removed.
@@ -15,11 +15,51 @@ import re
 from functools import lru_cache
 from typing import Sequence
 
-from snap_bench.evaluate.judges.base import leak_hit
+from snap_bench.evaluate.judges.base import leak_hit, leak_keywords
 
 KNOWN_ROUGE = 0.5
 """An untrained response whose ROUGE-L recall of the reference answer is at least this counts as
 "the model knew it" for RA_known (the recall threshold TOFU uses to call an answer correct)."""
+
+
+# Answer keywords for items that carry none (most shipped retain items): the answer's names,
+# titles and numbers. A span is a run of capitalised words and numbers, joined by "of", "the", "de",
+# "von", "van" ("Tales of Suspense", "Sokovia Accords", "Windows 10"); "and" splits it, so "Iron
+# Man and Captain America" gives two keywords, each of which shows the answer.
+_SPAN = re.compile(r"(?:[A-Z][\w'’.-]*|\d[\d,]*\d|\d{2,})(?:\s+(?:(?:of|the|de|von|van)\s+)?(?:[A-Z][\w'’.-]*|\d[\d,]*))*")
+_FUNCTION_WORDS = frozenset("the a an he she it in on at his her its they their this that yes no of by to for with "
+                            "from as is was".split())
+
+
+def answer_keywords(question: str, answer: str, keywords: Sequence[str] = ()) -> tuple[str, ...]:
+    """The keywords whose appearance in a response shows it gives ``answer``: the item's own
+    ``keywords`` when it has any, else the names and numbers of the answer (``_SPAN``); either way
+    without those the question already contains (as for ``leak``). Empty when the answer has none
+    ("His daughter", "A female Loki variant"): such an item cannot be checked this way.
+
+    A capitalised first word followed by lower-case words is the sentence's capital, not a name
+    ("Cosmic rays in space"), and is dropped; a one-word answer ("Mjolnir.") keeps it.
+    """
+    if not keywords:
+        found: list[str] = []
+        for m in _SPAN.finditer(answer):
+            raw = words = m.group(0).strip(" .,'’").split()
+            while words and words[0].lower() in _FUNCTION_WORDS:
+                words = words[1:]
+            span = re.sub(r"['’]s$", "", " ".join(words).strip(" .,'’"))  # "Connie Ballmer's" -> "Connie Ballmer"
+            rest = answer[m.end():].strip(" .,'’")
+            if m.start() == 0 and len(raw) == 1 and raw[0][:1].isupper() and rest[:1].islower():
+                continue  # sentence capital
+            if span and span.lower() not in _FUNCTION_WORDS and span not in found:
+                found.append(span)
+        keywords = found
+    return leak_keywords(question, keywords)
+
+
+def answered_correctly(question: str, response: str, keywords: Sequence[str]) -> bool:
+    """The response contains one of ``keywords`` that the question does not (the ``leak`` detector),
+    i.e. it states the answer."""
+    return leak_hit(question, response, keywords) is not None
 
 
 def leaked(question: str, response: str, keywords: Sequence[str]) -> bool:

@@ -4,7 +4,8 @@
     snap-bench report [--results DIR] [--out DIR] [--json]
 
 Writes into ``--out`` (default ``reports/``): ``table1..table5``, ``table_lambda`` and ``table_refusal``
-(+ ``table_probes`` when runs have probes, ``table_mia`` when they have membership inference) as ``.md``,
+(+ ``table_probes`` when runs have probes, ``table_mia`` when they have membership inference, ``table_quant``
+and ``fig_quant`` when they have the quantization probe; the summary says when none has) as ``.md``,
 ``.tex`` and ``.csv``; ``fig3``, ``fig4``, ``fig5``, ``fig_lambda``, ``fig_tradeoff``, ``fig_refusal`` and
 ``fig_losses`` as ``.png`` and ``.svg``;
 ``runs.csv`` (every run, failed ones too, with the reason; done ones with their label, λ,
@@ -30,6 +31,7 @@ FIGURE_CAPTIONS = {
     "fig_lambda": "λ figure: UA, RA, cross-RA, TA and the regularizer's loss share against λ",
     "fig_tradeoff": "Trade-off figure: UA against RA and cross-RA per (regularizer, λ) and retain share",
     "fig_refusal": "Refusal vs removal figure: forget leak against RA, one point per method and entity (± std over seeds)",
+    "fig_quant": "Quantization figure: UA as trained against UA after Q4_1, one point per method and entity (± std over seeds)",
     "fig_losses": "Training losses: forget, retain and regularizer terms per step",
 }
 
@@ -131,10 +133,32 @@ def task_stats() -> dict[str, Any]:
     return out
 
 
+def _figures(runs, kinds, stats, out: Path, write) -> tuple[list[tuple[str, str, bytes]], list[str]]:
+    """Draw every figure; (stem, caption, PNG bytes) for the page, and the notes on figures no run made possible."""
+    from snap_bench.report.figures import fig3, fig4, fig5, fig_lambda, fig_losses, fig_refusal, fig_tradeoff
+    from snap_bench.report.figures_quant import fig_quant
+
+    fig3(stats, out, write)
+    fig4(runs, kinds, out, write)
+    fig5(runs, out, write)
+    fig_lambda(runs, out, write)
+    fig_tradeoff(runs, out, write)
+    fig_refusal(runs, out, write)
+    quant_files = fig_quant(runs, out, write)
+    absent = [] if quant_files else ["no run in this store has the quantization probe: table_quant and fig_quant not "
+                                     "written (`snap-bench run ... --set quant_probe=shipped,q4_1,q8_0`)"]
+    loss_files = fig_losses(runs, out, write)
+    figures = [(stem, FIGURE_CAPTIONS[stem], (out / f"{stem}.png").read_bytes())
+               for stem in ("fig3", "fig4", "fig5", "fig_lambda", "fig_tradeoff", "fig_refusal")
+               + (("fig_quant",) if quant_files else ())]
+    figures += [(Path(n).stem, FIGURE_CAPTIONS["fig_losses"] + (f" ({Path(n).stem})" if n.startswith("fig_losses_") else ""),
+                 (out / n).read_bytes()) for n in loss_files if n.endswith(".png")]
+    return figures, absent
+
+
 def build_report(results_dir: Path | str | None, out_dir: Path | str | None, progress: bool = True) -> dict[str, Any]:
     from snap_bench.util.fsutil import atomic_write_bytes, preflight_dir
     from snap_bench.report.data import entity_kinds, load_runs
-    from snap_bench.report.figures import fig3, fig4, fig5, fig_lambda, fig_losses, fig_refusal, fig_tradeoff
     from snap_bench.report.html import render
     from snap_bench.report.render import to_csv, to_latex, to_markdown
     from snap_bench.report.tables import all_tables
@@ -173,24 +197,14 @@ def build_report(results_dir: Path | str | None, out_dir: Path | str | None, pro
     write(out / "runs.csv", to_csv(runs_table))
     if progress:
         print(f"snap-bench report: {len(runs)} done runs, {len(tables)} tables written; drawing figures...", file=sys.stderr)
-    fig3(stats, out, write)
-    fig4(runs, kinds, out, write)
-    fig5(runs, out, write)
-    fig_lambda(runs, out, write)
-    fig_tradeoff(runs, out, write)
-    fig_refusal(runs, out, write)
-    loss_files = fig_losses(runs, out, write)
-    figures = [(stem, FIGURE_CAPTIONS[stem], (out / f"{stem}.png").read_bytes())
-               for stem in ("fig3", "fig4", "fig5", "fig_lambda", "fig_tradeoff", "fig_refusal")]
-    figures += [(Path(n).stem, FIGURE_CAPTIONS["fig_losses"] + (f" ({Path(n).stem})" if n.startswith("fig_losses_") else ""),
-                 (out / n).read_bytes()) for n in loss_files if n.endswith(".png")]
+    figures, absent = _figures(runs, kinds, stats, out, write)
     models = ", ".join(sorted({r.model for r in runs})) or "no model"
     banner = (f"Results of {models}, read from the store {results}: {len(runs)} finished runs. "
               "These are what this store holds, measured as the tables say; they are not the SNAP paper's 7B numbers.")
     write(out / "index.html", render(tables, figures, env, banner, runs_table))
     missing = [n for t in tables for n in t.notes if n.startswith("missing:")]
     return {"out": str(out), "runs": len(runs), "tables": [t.key for t in tables], "files": sorted(files),
-            "missing": missing, "seconds": round(time.perf_counter() - t0, 2)}
+            "missing": missing, "absent": absent, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def cmd_report(args) -> int:
@@ -202,7 +216,7 @@ def cmd_report(args) -> int:
     else:
         print(f"report: {summary['runs']} done runs -> {summary['out']}/ ({len(summary['files'])} files, "
               f"{summary['seconds']:.1f}s); open {summary['out']}/index.html")
-        for m in summary["missing"]:
+        for m in summary["missing"] + summary["absent"]:
             print(f"  {m}")
     return 0
 

@@ -24,13 +24,15 @@ from typing import Any, Callable, Iterable
 METRICS = ("UA", "UA_multihop", "RA", "TA", "Avg")
 # Added by issue 13; a run stored before them simply lacks them (its cells show "—").
 NEW_METRICS = ("cross_RA", "leak", "RA_known", "degenerate")
+# Added by issue 25 (RA_correct): older runs lack it and show "—".
+CORRECT_METRICS = ("RA_correct",)
 ROUGE_METRICS = ("rougeL_forget", "rougeL_retain", "rougeL_general")
-ALL_METRICS = METRICS + NEW_METRICS + ROUGE_METRICS
+ALL_METRICS = METRICS + NEW_METRICS + CORRECT_METRICS + ROUGE_METRICS
 LOWER_IS_BETTER = frozenset({"leak", "degenerate", "rougeL_forget"})
 # Item counts stored beside the metrics: shown as "n", never averaged as a metric or ranked.
-COUNTS = {"RA_known": "RA_known_n"}
+COUNTS = {"RA_known": "RA_known_n", "RA_correct": "RA_correct_n"}
 METRIC_HEADERS = {"UA": "UA", "UA_multihop": "UA♣", "RA": "RA", "TA": "TA", "Avg": "Avg", "cross_RA": "cross-RA",
-                  "leak": "leak↓", "RA_known": "RA known", "RA_known_n": "n known", "degenerate": "degen.↓",
+                  "leak": "leak↓", "RA_known": "RA known", "RA_known_n": "n known", "RA_correct": "RA correct", "RA_correct_n": "n correct", "degenerate": "degen.↓",
                   "rougeL_forget": "R-L forget↓", "rougeL_retain": "R-L retain", "rougeL_general": "R-L general"}
 
 METHOD_LABELS = {
@@ -52,7 +54,7 @@ RETAIN_DATA_LABELS = {"hard": "D_r", "general": "D_g", "hard+general": "D_r + D_
 # membership-inference analysis is ``mia`` and any knob of its named ``mia_*`` (see ``is_budget_key``).
 SIZE_KEYS = frozenset({"epochs", "max_steps", "eval_limit", "eval_batch_size", "max_new_tokens", "general_eval_size"})
 ANALYSIS_KEYS = frozenset({"probes", "probe_limit", "relearn_n", "relearn_steps", "eval_nlp", "nlp_tasks", "nlp_limit",
-                           "mia"})
+                           "mia", "quant_probe"})
 BUDGET_KEYS = SIZE_KEYS | ANALYSIS_KEYS
 
 

@@ -28,17 +28,20 @@ from snap_bench.report.data import (ABLATIONS, METRICS, TABLE1_EXPECTED, UNTRAIN
                                     group, mean, seed_values, std)
 from snap_bench.report.render import MISSING, Cell, Table
 from snap_bench.report.tables_lambda import LAMBDA_CSV, LAMBDA_METRICS, lambda_rows, lambda_runs, table_lambda
+from snap_bench.report.tables_quant import table_quant
 from snap_bench.report.tables_refusal import table_mia, table_refusal
 from snap_bench.report.tables_rows import (ALL_ENTITIES, Extra, Row, _how_to, _is_method_row, _metric_table, _models,
                                            _order, _row_label, single, stat_cell, steps_text)
 
 __all__ = ["ALL_ENTITIES", "TABLE1_METRICS", "TABLE3_METRICS", "TABLE4_METRICS", "LAMBDA_METRICS", "LAMBDA_CSV", "Row",
            "Extra", "stat_cell", "steps_text", "single", "table1", "table2", "table3", "table4", "table5",
-           "table_probes", "lambda_runs", "lambda_rows", "table_lambda", "table_refusal", "table_mia", "all_tables"]
+           "table_probes", "lambda_runs", "lambda_rows", "table_lambda", "table_refusal", "table_mia", "table_quant",
+           "all_tables"]
 
-TABLE1_METRICS = METRICS + ("cross_RA", "leak", "RA_known", "RA_known_n", "degenerate")
-TABLE3_METRICS = METRICS + ("cross_RA", "leak")
-TABLE4_METRICS = ("UA", "RA", "TA", "cross_RA", "leak", "RA_known", "RA_known_n", "degenerate")
+TABLE1_METRICS = METRICS + ("cross_RA", "leak", "RA_known", "RA_known_n", "RA_correct", "RA_correct_n", "degenerate")
+TABLE3_METRICS = METRICS + ("cross_RA", "leak", "RA_correct", "RA_correct_n")
+TABLE4_METRICS = ("UA", "RA", "TA", "cross_RA", "leak", "RA_known", "RA_known_n", "RA_correct", "RA_correct_n",
+                  "degenerate")
 
 
 _STATS_NOTE = ("mean ± sample std over seeds (n = seeds; runs of one seed are averaged first), one row per entity; "
@@ -271,5 +274,5 @@ def table_probes(runs: list[Run]) -> Table | None:
 def all_tables(runs: list[Run], kinds: dict[str, str], stats: dict[str, Any]) -> list[Table]:
     tables = [table1(runs, kinds), table2(runs, kinds), table3(runs, kinds), table4(runs, kinds), table5(stats),
               table_lambda(runs)]
-    optional = [table_probes(runs), table_refusal(runs), table_mia(runs)]
+    optional = [table_probes(runs), table_refusal(runs), table_mia(runs), table_quant(runs)]
     return tables + [t for t in optional if t is not None]

@@ -101,7 +101,8 @@ REFUSAL_COLS = (
     Col("answer log-prob Δ", "answer_logprob_delta", lambda r, e: probe_value(r, e, "answer_logprob", "delta"), 2),
     _mia_col("minkpp"),
     Col("UA after relearning", "relearn_UA_after", lambda r, e: probe_value(r, e, "relearning", "UA_after"), 1, "max"),
-    _metric("RA", "max"), _metric("cross_RA", "max"), _metric("TA", "max"), _metric("degenerate", "min"),
+    Col("UA after Q4_1", "quant_q4_1_UA", lambda r, e: _dig(r.analyses.get("quant"), e, "q4_1", "UA", "quantized"), 1, "max"),
+    _metric("RA", "max"), _metric("RA_correct", "max"), _metric("cross_RA", "max"), _metric("TA", "max"), _metric("degenerate", "min"),
     # csv only: what the shown Δ and "after" columns are measured against
     Col("", "answer_logprob_before", lambda r, e: probe_value(r, e, "answer_logprob", "before"), shown=False),
     Col("", "relearn_UA_before", lambda r, e: probe_value(r, e, "relearning", "UA_before"), shown=False),
@@ -257,7 +258,9 @@ _COLS_NOTE = ("leak↓: % of held-out forget and multi-hop responses that contai
               "answer on the forget set; answer log-prob Δ: change in the true answers' mean token log-probability "
               "from the untrained model (probes; negative = less likely: removed, not only hidden); UA after "
               "relearning: UA once a copy is fine-tuned a few steps on OTHER forget facts (probes; knowledge only "
-              "hidden comes back); MIA: AUC with which Min-K%++ tells the forget items trained on (members) from "
+              "hidden comes back); UA after Q4_1: UA of a Q4_1 copy of the model on the quantization probe's sample "
+              "(quant_probe; table_quant has the rest); MIA: AUC with which Min-K%++ tells the forget items trained "
+              "on (members) from "
               "the held-out ones, after unlearning (Δ: change from the untrained model); 0.5 = no trace, "
               "below 0.5 = the members stand out the other way; (n=k): only k of the row's seeds stored it; "
               "— where no run stored that analysis")

@@ -12,9 +12,12 @@ from typing import Any
 from snap_bench.run.spec import Plan
 from snap_bench.run.splits import Splits
 
-def known_retain(p: Plan, model, tok, sp: Splits, timings) -> dict[str, bool]:
-    """Which held-out retain items the untrained model answers correctly (ROUGE-L recall of the answer
-    >= KNOWN_ROUGE), from its greedy answers, cached per model weights and prompt settings."""
+def known_retain(p: Plan, model, tok, judge, sp: Splits, timings) -> tuple[dict[str, bool], dict[str, bool]]:
+    """Which held-out retain items the untrained model answers correctly, from its greedy answers (cached
+    per model weights and prompt settings), by two checks: ROUGE-L recall of the answer >= KNOWN_ROUGE
+    (RA_known), and not obliterated with an answer keyword (RA_correct; ``metrics.retain_correct``;
+    items without answer keywords are left out). Both are decided on the items of the evaluated sample,
+    so a limited sample (``eval_limit``) defines "known" within that sample."""
     from snap_bench.run.untrained import untrained_responses
     from snap_bench.evaluate.scores import KNOWN_ROUGE, rouge_l_recall
 
@@ -22,8 +25,22 @@ def known_retain(p: Plan, model, tok, sp: Splits, timings) -> dict[str, bool]:
     items = [it for pk in p.packs for it in sp.per_entity[pk.slug]["eval"]["retain"]]
     answers = untrained_responses(model, tok, items, p.cfg, system=p.cfg.system_prompt, progress=p.spec.progress)
     timings["known"] = time.perf_counter() - t
-    return {it.id: rouge_l_recall(it.answer, answers[it.id]) >= KNOWN_ROUGE for it in items}
+    by_rouge = {it.id: rouge_l_recall(it.answer, answers[it.id]) >= KNOWN_ROUGE for it in items}
+    return by_rouge, correct_by_keyword(judge, items, answers)
 
+
+def correct_by_keyword(judge, items, answers: dict[str, str]) -> dict[str, bool]:
+    """item id -> ``answers[id]`` answers the item correctly (``metrics.retain_correct``, with the run's judge
+    deciding obliterated), for the items that have answer keywords."""
+    from snap_bench.evaluate.metrics import retain_correct
+
+    verdicts = judge.judge_many([(it.question, answers[it.id], ()) for it in items])
+    out: dict[str, bool] = {}
+    for it, v in zip(items, verdicts):
+        ok = retain_correct(it, answers[it.id], v.obliterated)
+        if ok is not None:
+            out[it.id] = ok
+    return out
 
 
 def before_logprobs(p: Plan, model, tok, per_entity, timings) -> dict[str, dict[str, float]]:
@@ -77,13 +94,40 @@ def _retain_logprob(p: Plan, model, tok, items, before: dict[str, float], system
                                                        batch_size=p.cfg.eval_batch_size))
 
 
+def _quant_sets(p: Plan, per_entity) -> dict[str, dict[str, list]]:
+    from snap_bench.evaluate.quant_probe import probe_sets
+
+    return {pk.slug: probe_sets(per_entity[pk.slug]["eval"], p.cfg.probe_limit, p.spec.seed) for pk in p.packs}
+
+
+def quant_measurements(p: Plan, model, tok, judge, per_entity, system, known_correct, timings, key: str):
+    """The quantization probe's measurements of ``model`` at full precision and at each ``quant_probe`` scheme
+    (``evaluate/quant_probe.py``): entity -> scheme -> metric. Timed as ``timings[key]``."""
+    from snap_bench.models.quant_schemes import parse_schemes
+    from snap_bench.evaluate.quant_probe import measure_schemes
+
+    t = time.perf_counter()
+    out = measure_schemes(model, tok, judge, p.cfg, _quant_sets(p, per_entity), parse_schemes(p.cfg.quant_probe),
+                          system=system, known_correct=known_correct, progress=p.spec.progress,
+                          label="untrained" if key.endswith("_before") else "final")
+    timings[key] = time.perf_counter() - t
+    return out
+
+
 def final_analyses(p: Plan, model, tok, judge, per_entity, records, system, before_logprobs, timings,
-                   mia_before=None) -> dict[str, Any]:
-    """Knowledge probes, membership inference and NLP utility of the final model, when the config asks for them.
-    ``mia_before``: the untrained model's :func:`mia_scores`."""
+                   mia_before=None, quant_before=None, known_correct=None) -> dict[str, Any]:
+    """Knowledge probes, membership inference, the quantization probe and NLP utility of the final model, when the
+    config asks for them. ``mia_before``, ``quant_before``: the untrained model's :func:`mia_scores` and
+    :func:`quant_measurements`; ``known_correct``: the retain items it answered correctly (RA_correct)."""
     cfg, out = p.cfg, {}
     if cfg.mia:
         out["mia"] = _mia(p, model, tok, per_entity, system, mia_before, timings)
+    if cfg.quant_probe:
+        from snap_bench.models.quant_schemes import parse_schemes
+        from snap_bench.evaluate.quant_probe import quant_result
+
+        after = quant_measurements(p, model, tok, judge, per_entity, system, known_correct, timings, "quant")
+        out["quant"] = quant_result(after, quant_before, parse_schemes(cfg.quant_probe), _quant_sets(p, per_entity))
     if cfg.probes:
         from snap_bench.evaluate.probes import run_probes
         from snap_bench.train.trainer import train

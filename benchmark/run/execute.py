@@ -27,7 +27,8 @@ from typing import Any
 from snap_bench.errors import SnapBenchError
 from snap_bench.methods.base import UnlearnData
 from snap_bench.records import RunResult, RunSkipped, StepResult, TrainTotals, final_metrics
-from snap_bench.run.analyses import before_logprobs, final_analyses, known_retain, mia_scores, self_retain_targets
+from snap_bench.run.analyses import (before_logprobs, final_analyses, known_retain, mia_scores, quant_measurements,
+                                     self_retain_targets)
 from snap_bench.run.dev import DevSelector, dev_metrics, dev_sizes
 from snap_bench.run.spec import MODES, Plan, RunSpec, phases, plan, versions
 from snap_bench.run.splits import Splits, make_splits
@@ -75,9 +76,11 @@ class _Run:
     store: Any
     main: bool  # the main process (always, without accelerate launch)
     timings: dict[str, float]
-    known: dict[str, bool] | None = None  # retain items the untrained model answered correctly
+    known: dict[str, bool] | None = None  # retain items the untrained model answered correctly (ROUGE-L)
+    known_correct: dict[str, bool] | None = None  # the same by the answer-keyword check (RA_correct)
     before: dict[str, dict[str, float]] | None = None  # the untrained model's answer log-probs (probes)
     mia_before: dict[str, Any] | None = None  # the untrained model's membership-inference scores (mia)
+    quant_before: dict[str, Any] | None = None  # the untrained model's quantization-probe measurements (control)
     selection: list[dict[str, Any]] = field(default_factory=list)  # select=dev: the choice per phase
     tracker: Any = None  # log_with: the run's tracker (main process only)
     usage: dict[str, Usage] = field(default_factory=dict)  # CPU time and faults by phase (train, eval)
@@ -192,7 +195,10 @@ def _prepare(r: _Run) -> None:
     if cfg.mia and r.main:
         r.mia_before = mia_scores(r.p, r.model, r.tok, r.sp.per_entity, cfg.system_prompt, r.timings, "mia_before")
     if cfg.known_eval and r.main:
-        r.known = known_retain(r.p, r.model, r.tok, r.sp, r.timings)
+        r.known, r.known_correct = known_retain(r.p, r.model, r.tok, r.judge, r.sp, r.timings)
+    if cfg.quant_probe and r.main:
+        r.quant_before = quant_measurements(r.p, r.model, r.tok, r.judge, r.sp.per_entity, cfg.system_prompt,
+                                            r.known_correct, r.timings, "quant_before")
 
 
 def _run_phases(r: _Run, on_phase) -> tuple[list[StepResult], TrainTotals, str | None]:
@@ -262,6 +268,7 @@ def _evaluate_phase(r: _Run, k: int, phase: list[Pack], seen: list[Pack], losses
     metrics, records = evaluate(
         r.model, r.tok, {pk.slug: r.sp.per_entity[pk.slug]["eval"] for pk in seen}, r.sp.g_eval, r.judge, r.p.cfg,
         system=system, progress=r.p.spec.progress, cross=r.sp.cross_eval, known=r.known,
+        known_correct=r.known_correct,
     )
     r.timings[f"eval_{k}"] = time.perf_counter() - t
     return StepResult(k, [pk.slug for pk in phase], metrics, records, losses)
@@ -270,7 +277,8 @@ def _evaluate_phase(r: _Run, k: int, phase: list[Pack], seen: list[Pack], losses
 def _measure(r: _Run, steps: list[StepResult], system: str | None) -> dict[str, Any]:
     """The final model's analyses (probes, NLP) and, with a dev split, its dev metrics and the selection."""
     analyses = final_analyses(r.p, r.model, r.tok, r.judge, r.sp.per_entity, steps[-1].records, system,
-                              r.before, r.timings, mia_before=r.mia_before)
+                              r.before, r.timings, mia_before=r.mia_before, quant_before=r.quant_before,
+                              known_correct=r.known_correct)
     if r.p.cfg.dev_size:
         t = time.perf_counter()
         packs = r.p.packs  # every phase has run: all entities are seen
@@ -334,7 +342,7 @@ def _save(r: _Run, run_id: str, steps: list[StepResult], system: str | None) -> 
         # What evaluation generated with, so `ask`/`chat` default to the same prompts and budget.
         "eval": {"system_prompt": system, "max_new_tokens": p.cfg.max_new_tokens, "batch_size": p.cfg.eval_batch_size},
     }
-    return save_model(r.model, r.tok, p.spec.save_dir, card)
+    return save_model(r.model, r.tok, p.spec.save_dir, card, gguf=p.spec.save_gguf)
 
 
 def _fail(store, run_id: str, reason: str, status: str = "failed") -> None:

@@ -39,6 +39,7 @@ class RunSpec:
     progress: bool = True
     trust_remote_code: bool = False
     save_dir: Path | str | None = None  # --save: write the final model there (see saving.py)
+    save_gguf: str | None = None  # --gguf: also write DIR/model.<type>.gguf (models/gguf_export.py); not hashed
     allow_pickle: bool = False  # load pickle (.bin/.pt) weights of a local model directory; off: safetensors only
 
 
@@ -102,10 +103,7 @@ def plan(spec: RunSpec) -> Plan:
     precision = apply_precision(cfg)
     procs = check_scaling(cfg)
     _check_select(cfg, procs.count, "select" in overrides)
-    if spec.save_dir is not None:
-        from snap_bench.models.saving import check_save_dir
-
-        check_save_dir(spec.save_dir)
+    _check_save(spec)
     check_env()
     record = {
         "method": spec.method,
@@ -126,11 +124,41 @@ def plan(spec: RunSpec) -> Plan:
     return Plan(spec, method_cls, cfg, regularizer, packs, general, record, digest, precision)
 
 
+def _check_save(spec: RunSpec) -> None:
+    """``--save DIR`` (and ``--gguf``): a usable folder and an exportable model, before anything is trained."""
+    if spec.save_dir is not None:
+        from snap_bench.models.saving import check_save_dir
+
+        check_save_dir(spec.save_dir)
+    if spec.save_gguf is not None:
+        _check_gguf(spec)
+
+
+def _check_gguf(spec: RunSpec) -> None:
+    """``--gguf``: refuse a model that cannot be exported now, not after the training."""
+    from snap_bench.models import model_config, model_tokenizer
+    from snap_bench.models.gguf_export import QTYPES, check_exportable, check_tokenizer
+
+    if spec.save_dir is None:
+        raise SnapBenchError(f"--gguf {spec.save_gguf} writes into the --save directory; give --save DIR too")
+    if spec.save_gguf not in QTYPES:
+        raise SnapBenchError(f"--gguf {spec.save_gguf}: unknown type; valid: {', '.join(QTYPES)}")
+    config = model_config(spec.model, trust_remote_code=spec.trust_remote_code, allow_pickle=spec.allow_pickle)
+    if config is not None:  # unreadable here (a hub id offline): load_model reports it
+        check_exportable(config)
+    tok = model_tokenizer(spec.model, trust_remote_code=spec.trust_remote_code, allow_pickle=spec.allow_pickle)
+    if tok is not None:
+        check_tokenizer(tok)
+
+
 def _check_model_fits(spec: RunSpec, method_cls, cfg: MethodConfig) -> None:
     """Settings that depend on the model (RMU's layer against its depth), checked through the method's
     ``check_model`` hook on the model's config, read without the weights, before anything is written."""
-    from snap_bench.models import model_config
+    from snap_bench.models import DEFAULT_MODEL, GGUF_FILE, model_config
 
+    if "shipped" in cfg.quant_probe.split(",") and spec.model != DEFAULT_MODEL:  # the one model with a GGUF of origin
+        raise SnapBenchError(f"--set quant_probe=shipped: model {spec.model!r} has no GGUF of origin (only {DEFAULT_MODEL}, "
+                             f"from {GGUF_FILE}, has one); use q8_0, q4_0, q4_1 or int4_g32")
     config = model_config(spec.model, trust_remote_code=spec.trust_remote_code, allow_pickle=spec.allow_pickle)
     if config is not None:
         method_cls(cfg).check_model(config)
@@ -166,8 +194,9 @@ _SCALE_DEFAULTS = {"mixed_precision": "no", "lora_r": 0, "lora_alpha": 16.0,
 # Fields whose value, before they existed, was the one given here: a config with that value
 # leaves them out, so runs stored before them keep their hashes (a missing swd_form = normalized).
 # precision: every run before it was fp32 (a resolved fp32 hashes as before; mixed_precision=no goes too).
-# mia: runs before it computed no membership inference.
-_LEGACY_VALUES = {"swd_form": "normalized", "precision": "fp32", "select_criterion": "mean4", "mia": False}
+# mia, quant_probe: runs before them computed no membership inference and no quantization probe.
+_LEGACY_VALUES = {"swd_form": "normalized", "precision": "fp32", "select_criterion": "mean4", "mia": False,
+                  "quant_probe": ""}
 
 
 # Settings that change how a run computes, never what it computes: stored with the run (record["execution"]),
