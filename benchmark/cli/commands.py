@@ -1,4 +1,5 @@
-"""The commands that live in the CLI itself: ``run``, ``list``, ``tasks validate|stats`` and ``judge``.
+"""The commands that live in the CLI itself: ``run``, ``list``, ``tasks validate|stats``, ``judge`` and
+``store export|import``.
 
 Each ``cmd_*`` takes the parsed arguments and returns the exit code; bad input raises
 :class:`SnapBenchError` (one line on stderr, exit code 2, printed by :func:`snap_bench.cli.main`). The
@@ -271,4 +272,32 @@ def cmd_judge(args) -> int:
         for r in results:
             print(f"{'OBLITERATED' if r['obliterated'] else 'answered   '}  {r['response'][:100]!r}")
         print(f"\n{len(rows)} responses, {pct:.1f}% obliterated" + (f", accuracy vs labels {out['accuracy']:.1f}%" if labelled else ""))
+    return 0
+
+
+# --- store export | import ---------------------------------------------------------------------
+
+
+def cmd_store_export(args) -> int:
+    from snap_bench.store.archive import export_archive
+
+    summary = export_archive(args.results, args.out)
+    if args.json:
+        emit_json(summary)
+    else:
+        statuses = ", ".join(f"{n} {s}" for s, n in summary["statuses"].items()) or "none"
+        print(f"exported {summary['runs']} runs ({statuses}) from {summary['store']} -> {summary['out']}/ "
+              f"({summary['shards']} shard files, {summary['bytes']:,} bytes)")
+    return 0
+
+
+def cmd_store_import(args) -> int:
+    from snap_bench.store.archive_import import import_archives
+
+    summary = import_archives(args.archives, args.results)
+    if args.json:
+        emit_json(summary)
+    else:
+        print(f"imported {summary['imported']} runs, skipped {summary['skipped']} already present, from "
+              f"{len(summary['archives'])} archives -> {summary['store']}")
     return 0

@@ -1,4 +1,4 @@
-"""The ``snap-bench`` argument parser: the CLI's own commands (``run``, ``list``, ``tasks``, ``judge``) and
+"""The ``snap-bench`` argument parser: the CLI's own commands (``run``, ``list``, ``tasks``, ``judge``, ``store``) and
 those that live in their own modules (:data:`COMMAND_MODULES`), which register themselves.
 
 Parse errors raise :class:`SnapBenchError` (one line, exit code 2) instead of argparse's usage dump.
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         mod.add_parser(sub, _Parser)
+    _add_store(sub)
     return p
 
 
@@ -104,3 +105,20 @@ def _add_judge(sub) -> None:
     j.add_argument("--judge", default="rules")
     j.add_argument("--json", action="store_true")
     j.set_defaults(func=commands.cmd_judge)
+
+
+def _add_store(sub) -> None:
+    s = sub.add_parser("store", help="move runs between results stores: export a portable archive, import archives")
+    # required: a bare `snap-bench store` is a one-line error naming the choices, not a help dump
+    ssub = s.add_subparsers(dest="store_command", parser_class=_Parser, required=True, metavar="{export,import}")
+    e = ssub.add_parser("export", help="write every run of a store (any status) as gzip JSON Lines shards + manifest.json")
+    e.add_argument("--results", default=None, metavar="DIR", help="results store directory (default: ./results)")
+    e.add_argument("--out", required=True, metavar="ARCHIVE_DIR",
+                   help="archive folder to write; it must be new, empty or an earlier archive, which is replaced")
+    e.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
+    e.set_defaults(func=commands.cmd_store_export)
+    i = ssub.add_parser("import", help="merge archives into a store, all or nothing; runs it already holds are skipped")
+    i.add_argument("archives", nargs="+", metavar="ARCHIVE_DIR", help="one or more archive folders (from store export)")
+    i.add_argument("--results", default=None, metavar="DIR", help="results store directory, created if needed (default: ./results)")
+    i.add_argument("--json", action="store_true", help="print one JSON summary object on stdout")
+    i.set_defaults(func=commands.cmd_store_import)

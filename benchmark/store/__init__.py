@@ -6,6 +6,10 @@ Four modules, read in this order: :mod:`~snap_bench.store.schema` (the DDL and t
 reaps or writes; what report and bench use) and :mod:`~snap_bench.store.writer` (:class:`Store`: creates,
 migrates, reaps dead runs, claims config hashes, beats hearts and writes each change atomically). The reader
 imports nothing of the writer. The names other code imports are re-exported here.
+
+Beside them, the portable archive (``snap-bench store export | import``): :mod:`~snap_bench.store.archive`
+(the format; export through the reader) and :mod:`~snap_bench.store.archive_import` (all-or-nothing import
+through the writer). They are imported where used, not here, so opening a store loads neither.
 """
 
 from snap_bench.store.reader import StoreReader, default_results_dir
