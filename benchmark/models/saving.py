@@ -24,6 +24,7 @@ from typing import Any
 
 from snap_bench import __version__
 from snap_bench.errors import SnapBenchError
+from snap_bench.util.fsutil import replace_dir
 
 CARD_NAME = "snap_bench_card.json"
 
@@ -64,7 +65,6 @@ def save_model(model, tokenizer, path: str | Path, card: dict[str, Any], gguf: s
     final = check_save_dir(path).absolute()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    old: Path | None = None
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -76,20 +76,12 @@ def save_model(model, tokenizer, path: str | Path, card: dict[str, Any], gguf: s
             card["gguf"] = {"file": gfile.name, "type": gguf, "bytes": gfile.stat().st_size}
         (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
         _plain_permissions(tmp)
-        if final.exists():
-            # Move the earlier save (or the empty dir) aside first: rename cannot replace a full dir.
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-            os.rename(final, old / "previous")
-        os.rename(tmp, final)
+        replace_dir(tmp, final)  # an earlier save is replaced, and put back if the rename fails
     except OSError as exc:
-        if old is not None and not final.exists():
-            os.rename(old / "previous", final)  # put the earlier save back
         raise SnapBenchError(f"--save {path}: could not write the model ({exc.strerror or exc})") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from snap_bench.errors import SnapBenchError
 from snap_bench.store.reader import StoreReader
-from snap_bench.util.fsutil import atomic_write_bytes
+from snap_bench.util.fsutil import atomic_write_bytes, replace_dir
 
 FORMAT = "snap-bench-archive"
 VERSION = 1
@@ -228,19 +228,10 @@ def _place(tmp: Path, final: Path) -> None:
     """Rename the finished archive into place; an earlier archive (or an empty folder) is moved aside first,
     since rename cannot replace a full folder, and put back if the rename fails."""
     check_out_dir(final)  # again: something may have appeared there while the shards were written
-    old: Path | None = None
     try:
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-            os.rename(final, old / "previous")
-        os.rename(tmp, final)
+        replace_dir(tmp, final)
     except OSError as exc:
-        if old is not None and not final.exists():
-            os.rename(old / "previous", final)
         raise SnapBenchError(f"--out {final}: could not write the archive ({exc.strerror or exc})") from None
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:

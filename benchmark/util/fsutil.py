@@ -99,3 +99,22 @@ def preflight_dir(path: Path | str, what: str = "results dir", check_space: bool
     except OSError as exc:
         raise SnapBenchError(f"{what} {path}: not writable ({exc.strerror or exc})") from None
     return path
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``final``. An earlier ``final`` (or an empty one) is moved aside
+    first, since rename cannot replace a full folder, put back if the rename fails, and removed once ``tmp`` is
+    in place. Raises the OSError of a failed rename."""
+    old: Path | None = None
+    try:
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            os.rename(final, old / "previous")
+        os.rename(tmp, final)
+    except OSError:
+        if old is not None and not final.exists():
+            os.rename(old / "previous", final)  # put the earlier folder back
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
