@@ -32,7 +32,7 @@ SELECT_CRITERIA = {
 RETAIN_TARGETS = ("pack", "self")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 PRECISION = ("auto", "fp32", "bf16")
-CHECKPOINTING = ("auto", "true", "false")
+CHECKPOINTING = ("auto", "true", "selective", "false")
 BOOL_WORDS = {**dict.fromkeys(("1", "true", "yes", "on"), "true"), **dict.fromkeys(("0", "false", "no", "off"), "false")}
 LOG_WITH = ("none", "tensorboard", "wandb", "mlflow")  # accelerate trackers run/tracking.py drives
 # What mixed_precision (accelerate's name) each precision used means, and back.
@@ -121,10 +121,10 @@ class MethodConfig:
     (``auto`` takes it: ``mixed_precision=bf16`` is ``precision=bf16``); fp16 is reachable only here. The
     paper's 7B runs use bf16."""
     gradient_checkpointing: str = "auto"
-    """Recompute activations in the backward pass: far less activation memory for more compute. ``auto``: on only
-    when the training peak estimated without it exceeds ``memory_budget_gb`` (``train/memory.py``); ``true`` or
-    ``false`` force it. The same arithmetic, so an execution setting (outside the config hash); the decision is
-    stored in the analysis ``resources``."""
+    """Recompute activations in backward: less memory, more compute. ``auto``: none if the estimated training peak
+    fits ``memory_budget_gb``, else ``selective`` (keep matmul/attention outputs) if that fits, else full
+    (``train/memory.py``); ``false``/``selective``/``true`` (full) force a level. The same arithmetic, so an
+    execution setting (outside the config hash); the decision is stored in the analysis ``resources``."""
     memory_budget_gb: float | None = None
     """Training memory budget (GB) for ``gradient_checkpointing=auto``: resident set on a CPU, allocated bytes on a
     GPU. None: 6 on a CPU (two runs fit 24 GB), 90 % of a GPU's memory. An execution setting."""

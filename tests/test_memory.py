@@ -45,10 +45,29 @@ def test_auto_turns_checkpointing_on_only_over_the_budget(tiny):
     assert roomy.parts_gb["optimiser_state"] == pytest.approx(4 * trainable / 1e9, abs=1e-3)
 
 
-@pytest.mark.parametrize("given,used", [("true", True), ("false", False)])
-def test_true_and_false_are_obeyed_without_an_estimate(tiny, given, used):
+@pytest.mark.parametrize("given,used,mode", [("true", True, "full"), ("false", False, "off"),
+                                            ("selective", True, "selective")])
+def test_forced_levels_are_obeyed_without_an_estimate(tiny, given, used, mode):
     d = memory.decide(given, 1e-6, tiny.model, _encoded([4]), {"forget": 1, "retain": 1})
-    assert d.used is used and d.estimated_peak_gb is None
+    assert d.used is used and d.mode == mode and d.estimated_peak_gb is None
+
+
+def test_selective_saves_less_than_none_and_more_than_the_layer_inputs(tiny):
+    """Selective keeps the matmul/attention outputs and each layer's input, not the elementwise rest."""
+    per = memory.saved_bytes_per_token_by_mode(tiny.model, tokens=16)
+    cfg = tiny.model.config
+    layer_inputs = cfg.num_hidden_layers * cfg.hidden_size * 4  # fp32 residual stream, per token
+    assert per["selective"] is not None and per["off"] > per["selective"] > layer_inputs
+
+
+def test_auto_takes_selective_when_only_selective_fits(tiny):
+    enc, per = _encoded([4000, 6000]), {"forget": 2, "retain": 2}  # long: the activations dominate the estimate
+    roomy = memory.decide("auto", 1e6, tiny.model, enc, per)
+    assert roomy.mode == "off" and roomy.selective_peak_gb < roomy.estimated_peak_gb
+    between = (roomy.selective_peak_gb + roomy.estimated_peak_gb) / 2
+    d = memory.decide("auto", between, tiny.model, enc, per)
+    assert d.mode == "selective" and d.used
+    assert memory.decide("auto", 1e-6, tiny.model, enc, per).mode == "full"
 
 
 def test_budget_default_is_6_gb_on_a_cpu_and_the_setting_wins():

@@ -227,11 +227,13 @@ def test_gradient_checkpointing_changes_no_number_in_fp32(pack_dir):
     """The recomputed forward is the same fp32 arithmetic: losses and weights after 3 SWD steps are equal bit
     for bit (measured on SmolLM2-135M too: a whole default run gave identical metrics; docs/speed.md, "Memory")."""
     out = {}
-    for gc in ("false", "true"):
+    for gc in ("false", "true", "selective"):
         model, _, _, res, _ = _train(pack_dir, "swd", gradient_checkpointing=gc, max_steps=3)
+        assert res.checkpointing["mode"] == {"false": "off", "true": "full"}.get(gc, gc)
         out[gc] = ([d["total"] for d in res.losses], {n: q.detach().clone() for n, q in model.named_parameters()})
-    assert out["false"][0] == out["true"][0] and len(out["true"][0]) == 3
-    assert all(torch.equal(out["false"][1][n], out["true"][1][n]) for n in out["false"][1])
+    for gc in ("true", "selective"):
+        assert out["false"][0] == out[gc][0] and len(out[gc][0]) == 3
+        assert all(torch.equal(out["false"][1][n], out[gc][1][n]) for n in out["false"][1])
 
 
 def test_fp16_on_a_cpu_is_refused_before_anything_runs(cli, tmp_path):

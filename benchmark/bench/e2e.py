@@ -138,6 +138,12 @@ def end_to_end(cfg: BenchConfig, p, tok, shape: ModelShape, peaks: dict[str, lis
             "resources": whole_run(run.get("resources"), timings)}
 
 
+def checkpointing_mode(decision: dict[str, Any] | None) -> str:
+    """off, selective or full; records written before the selective level hold only ``used``."""
+    d = decision or {}
+    return d.get("mode") or ("full" if d.get("used") else "off")
+
+
 def whole_run(res: dict[str, Any] | None, timings: dict[str, float]) -> dict[str, Any] | None:
     """The run's own record of where its time went (analysis ``resources``; None for runs stored before it):
     train and eval seconds, user and system CPU seconds, minor faults, peak RSS, allocator, checkpointing."""
@@ -148,5 +154,5 @@ def whole_run(res: dict[str, Any] | None, timings: dict[str, float]) -> dict[str
     return {"train_s": timings.get("train"), "eval_s": eval_s, "total_s": timings.get("total"),
             "user_s": run.get("user_s"), "sys_s": run.get("sys_s"), "sys_share": run.get("sys_share"),
             "minor_faults": run.get("minor_faults"), "peak_rss_gb": res.get("peak_rss_gb"),
-            "allocator": res.get("allocator"), "checkpointing": [c.get("used") for c in res.get("checkpointing") or []],
+            "allocator": res.get("allocator"), "checkpointing": [checkpointing_mode(c) for c in res.get("checkpointing") or []],
             "phases": {k: res[k] for k in ("train", "eval") if k in res}}

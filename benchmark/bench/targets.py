@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from snap_bench.bench.e2e import checkpointing_mode
+
 SWD_TARGET = "<= 0.10"  # issue 14 (issue 13 allowed 0.15): the authors' form, directions redrawn each step
 SYS_TARGET = "<= 0.10"  # issue 24: system time's share of the CPU time (glibc's own policy measured 7-9 %)
 RSS_TARGET = "<= 6"  # GB, issue 24 (issue 14 had 4, which cost half the speed): two runs fit in 24 GB
@@ -99,7 +101,7 @@ def _kernel_rows(r: dict[str, Any]) -> list[Figure]:
     if "sys_share" in tr:  # absent from bench JSON written before issue 24
         rows += [Figure("train sys share", tr["sys_share"], "", SYS_TARGET,
                         note=f"system / (user + system) CPU time over the timed steps; allocator {alloc}, "
-                             f"checkpointing {'on' if ck.get('used') else 'off'}"),
+                             f"checkpointing {checkpointing_mode(ck)}"),
                  Figure("train minor faults / step", tr["minor_faults_per_step"], "", note="median of the timed steps")]
     pb = gen.get("per_batch")
     if pb:

@@ -290,9 +290,38 @@ def checkpointing(model) -> bool:
     return bool(getattr(model, "is_gradient_checkpointing", False))
 
 
-def set_checkpointing(model, on: bool) -> None:
-    # Non-reentrant: works with frozen base weights (LoRA) and under DDP.
-    kwargs = {"use_reentrant": False}
+# Selective activation checkpointing saves what is dear to recompute (the matmul and attention outputs) and
+# recomputes the cheap elementwise rest (norms, SiLU, products, rotary): in fp32 the same arithmetic as full
+# checkpointing with about a third of the matmul FLOPs not redone (docs/speed.md, "Selective checkpointing").
+SELECTIVE_SAVE_OPS = ("mm", "addmm", "bmm", "_scaled_dot_product_flash_attention_for_cpu",
+                      "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                      "_scaled_dot_product_cudnn_attention")
+
+
+def selective_save_ops() -> set:
+    """The aten overload packets whose outputs selective checkpointing keeps (those this torch has)."""
+    return {getattr(torch.ops.aten, name) for name in SELECTIVE_SAVE_OPS if hasattr(torch.ops.aten, name)}
+
+
+def _selective_context():
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    save = selective_save_ops()
+
+    def policy(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE if op.overloadpacket in save else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
+
+
+def set_checkpointing(model, mode: bool | str) -> None:
+    """Checkpointing ``off`` (False), ``full`` (True: each decoder layer recomputed whole) or ``selective``."""
+    mode = {True: "full", False: "off"}.get(mode, mode)
+    # Non-reentrant: works with frozen base weights (LoRA) and under DDP, and is what selective needs.
+    kwargs: dict[str, Any] = {"use_reentrant": False}
+    if mode == "selective":
+        kwargs["context_fn"] = _selective_context  # called afresh for every checkpointed layer call
+    on = mode != "off"
     if hasattr(model, "activation_checkpointing_enable"):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs) if on \
             else model.activation_checkpointing_disable()

@@ -226,7 +226,7 @@ def _train(model, tokenizer, method, regularizer, data, cfg, seed: int, *, refer
         result.checkpointing = decision.to_json()
         switch_checkpointing = decision.used and not checkpointing(model)
         if switch_checkpointing:
-            set_checkpointing(model, True)
+            set_checkpointing(model, decision.mode)
         # Under LoRA only the adapters require grad: θ_init, the optimiser and the regularizer see them alone.
         init_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         use_reg = cfg.lambda_reg > 0 and regularizer.active
