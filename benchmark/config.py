@@ -164,6 +164,9 @@ class MethodConfig:
     known_eval: bool = True
     """Generate the untrained model's answers to the held-out retain questions (cached per model weights, prompt
     settings and question) to report ``RA_known`` on the items it answered correctly. Off: RA_known is null."""
+    heldout: bool = True
+    """Evaluate the held-out sets. false: a dev-only run, for choosing settings: it trains and scores the dev split
+    (needs ``dev_size`` > 0), computes no held-out number and no analysis, and no held-out table shows it."""
     dev_size: int = 0
     """Items per set (forget, retain, general; and the other entities' training forget items for cross_RA) carved
     from the TRAINING split as a dev split: stratified, seeded, held out of training. Settings and checkpoints are
@@ -223,9 +226,9 @@ class MethodConfig:
     def validate(self) -> None:
         self.require_positive("lr", "batch_size", "retain_ratio", "general_ratio", "max_length", "swd_projections",
                               "swd_p", "max_new_tokens", "eval_batch_size", "probe_limit",
-                              "mia_limit")
+                              "mia_limit", "select_every")
         self.require_nonnegative("weight_decay", "lambda_reg", "max_grad_norm", "epochs", "warmup_steps", "train_size",
-                                 "general_eval_size", "relearn_n", "relearn_steps")
+                                 "general_eval_size", "relearn_n", "relearn_steps", "dev_size")
         for name in ("max_steps", "eval_limit", "nlp_limit"):
             v = getattr(self, name)
             if v is not None and v < 0:
@@ -234,8 +237,6 @@ class MethodConfig:
                               ("mixed_precision", MIXED_PRECISION), ("log_with", LOG_WITH)):
             if getattr(self, name) not in choices:
                 raise SnapBenchError(f"--set {name}={getattr(self, name)}: expected one of {', '.join(choices)}")
-        self.require_nonnegative("dev_size")
-        self.require_positive("select_every")
         if self.select_criterion not in SELECT_CRITERIA:
             raise SnapBenchError(f"--set select_criterion={self.select_criterion}: expected one of "
                                  f"{', '.join(SELECT_CRITERIA)}")
@@ -280,7 +281,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # fp32 until bf16 autocast is measured end to end on CPUs (issue 14): in a first check on an AMX host
     # the first bf16 steps of each new batch shape ran several times slower than fp32, and every figure in
     # docs/results.md is fp32. `--set precision=auto` picks bf16 where the hardware has it.
-    # Gradient checkpointing is left to `auto` (memory_budget_gb decides; docs/speed.md, "Memory").
     "cpu": {"retain_data": "hard+general", "dev_size": 20, "select": "dev", "select_every": 16, "precision": "fp32"},
     # The paper's hyper-parameters (Choi et al. 2024, §4.1) for a 7B model on GPUs. The paper
     # text we follow does not fix the epoch count; 3 is our choice and is recorded with the run.

@@ -106,7 +106,7 @@ def _mean(vals):
 
 def final_metrics(mode: str, steps: list[StepResult]) -> Metrics:
     final = steps[-1].metrics
-    if mode != "single":
+    if mode != "single" and final:  # a dev-only run (heldout=false) has no held-out metric to average
         avg = {m: _mean([final[e][m] for e in final]) for m in next(iter(final.values()))}
         final = {**final, "average": avg}
     return final

@@ -34,8 +34,8 @@ def table1_rows(result: dict[str, Any]) -> str:
         nc = m.get("RA_correct_n")
         correct = _fmt(m.get("RA_correct")) + (f" (n={int(nc)})" if nc is not None else "")
         lines.append(
-            f"{label:<18} {entity:<16} {_fmt(m['UA'])} {_fmt(m['UA_multihop'])} {_fmt(m['RA'])} {_fmt(m['TA'])} "
-            f"{_fmt(m['Avg'])} │ {_fmt(m.get('cross_RA')):>7} {_fmt(m.get('leak'))} {known:>13} {correct:>13} {_fmt(m.get('degenerate'))}"
+            f"{label:<18} {entity:<16} {_fmt(m.get('UA'))} {_fmt(m.get('UA_multihop'))} {_fmt(m.get('RA'))} "
+            f"{_fmt(m.get('TA'))} {_fmt(m.get('Avg'))} │ {_fmt(m.get('cross_RA')):>7} {_fmt(m.get('leak'))} {known:>13} {correct:>13} {_fmt(m.get('degenerate'))}"
         )
     return "\n".join(lines)
 
@@ -156,8 +156,14 @@ def summary_rows(label: str, seeds: list[int], summary: dict[str, dict[str, dict
 
 
 def print_run(result: dict[str, Any]) -> None:
-    """A finished run as text: Table-1 rows, then probes and NLP scores if it has them, then where it is stored."""
-    print(table1_rows(result))
+    """A finished run as text: Table-1 rows, then probes and NLP scores if it has them, then where it is stored.
+    A dev-only run (``heldout=false``) has no held-out row: its dev-split metrics are shown instead, marked so."""
+    dev = (result.get("dev") or {}).get("metrics")
+    if not result["metrics"] and dev:
+        print("dev split only (heldout=false): no held-out question was asked")
+        print(table1_rows({**result, "metrics": {f"{e} (dev)": m for e, m in dev.items()}}))
+    else:
+        print(table1_rows(result))
     if result.get("probes"):
         print("\n" + probe_rows(result["probes"]))
     if result.get("mia"):

@@ -4,7 +4,8 @@
     snap-bench report [--results DIR] [--out DIR] [--json]
 
 Writes into ``--out`` (default ``reports/``): ``table1..table5``, ``table_lambda`` and ``table_refusal``
-(+ ``table_probes`` when runs have probes, ``table_mia`` when they have membership inference, ``table_quant``
+(+ ``table_dev`` when the store has dev-only runs, ``table_probes`` when runs have probes, ``table_mia`` when they
+have membership inference, ``table_quant``
 and ``fig_quant`` when they have the quantization probe; the summary says when none has) as ``.md``,
 ``.tex`` and ``.csv``; ``fig3``, ``fig4``, ``fig5``, ``fig_lambda``, ``fig_tradeoff``, ``fig_refusal`` and
 ``fig_losses`` as ``.png`` and ``.svg``;
@@ -162,6 +163,7 @@ def build_report(results_dir: Path | str | None, out_dir: Path | str | None, pro
     from snap_bench.report.html import render
     from snap_bench.report.render import to_csv, to_latex, to_markdown
     from snap_bench.report.tables import all_tables
+    from snap_bench.report.tables_dev import table_dev
     from snap_bench.store.reader import StoreReader
     from snap_bench.store.schema import DB_NAME
 
@@ -174,13 +176,15 @@ def build_report(results_dir: Path | str | None, out_dir: Path | str | None, pro
     t0 = time.perf_counter()
     store = StoreReader(results)  # read-only: a report never changes the store
     try:
-        runs = load_runs(store)
+        done = load_runs(store)
+        dev_only = [r for r in done if r.dev_only]  # no held-out number: the dev table alone shows them
+        runs = [r for r in done if not r.dev_only]
         kinds = entity_kinds()
         stats = task_stats()
-        tables = all_tables(runs, kinds, stats)
+        tables = all_tables(runs, kinds, stats) + [t for t in (table_dev(dev_only),) if t is not None]
         rows = store.runs()  # every run, done or not: runs.csv and the environment's counts
-        runs_table = _runs_table(rows, runs)
-        env = _environment(runs, rows, results)
+        runs_table = _runs_table(rows, done)
+        env = _environment(done, rows, results)
     finally:
         store.close()
 
@@ -196,14 +200,14 @@ def build_report(results_dir: Path | str | None, out_dir: Path | str | None, pro
         write(out / f"{t.key}.csv", to_csv(t))
     write(out / "runs.csv", to_csv(runs_table))
     if progress:
-        print(f"snap-bench report: {len(runs)} done runs, {len(tables)} tables written; drawing figures...", file=sys.stderr)
+        print(f"snap-bench report: {len(done)} done runs, {len(tables)} tables written; drawing figures...", file=sys.stderr)
     figures, absent = _figures(runs, kinds, stats, out, write)
-    models = ", ".join(sorted({r.model for r in runs})) or "no model"
-    banner = (f"Results of {models}, read from the store {results}: {len(runs)} finished runs. "
+    models = ", ".join(sorted({r.model for r in done})) or "no model"
+    banner = (f"Results of {models}, read from the store {results}: {len(done)} finished runs. "
               "These are what this store holds, measured as the tables say; they are not the SNAP paper's 7B numbers.")
     write(out / "index.html", render(tables, figures, env, banner, runs_table))
     missing = [n for t in tables for n in t.notes if n.startswith("missing:")]
-    return {"out": str(out), "runs": len(runs), "tables": [t.key for t in tables], "files": sorted(files),
+    return {"out": str(out), "runs": len(done), "tables": [t.key for t in tables], "files": sorted(files),
             "missing": missing, "absent": absent, "seconds": round(time.perf_counter() - t0, 2)}
 
 

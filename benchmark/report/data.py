@@ -54,7 +54,7 @@ RETAIN_DATA_LABELS = {"hard": "D_r", "general": "D_g", "hard+general": "D_r + D_
 # membership-inference analysis is ``mia`` and any knob of its named ``mia_*`` (see ``is_budget_key``).
 SIZE_KEYS = frozenset({"epochs", "max_steps", "eval_limit", "eval_batch_size", "max_new_tokens", "general_eval_size"})
 ANALYSIS_KEYS = frozenset({"probes", "probe_limit", "relearn_n", "relearn_steps", "eval_nlp", "nlp_tasks", "nlp_limit",
-                           "mia", "quant_probe"})
+                           "mia", "quant_probe", "heldout"})
 BUDGET_KEYS = SIZE_KEYS | ANALYSIS_KEYS
 
 
@@ -90,6 +90,11 @@ class Run:
     @property
     def cfg(self) -> dict[str, Any]:
         return self.record.get("config", {})
+
+    @property
+    def dev_only(self) -> bool:
+        """A run that asked no held-out question (``heldout=false``): it belongs in the dev table alone."""
+        return self.cfg.get("heldout", True) is False
 
     @property
     def lam(self) -> float | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from snap_bench.evaluate.dev_score import dev_score
 from snap_bench.run.spec import Plan
 from snap_bench.run.splits import Splits
 from snap_bench.tasks import Item, Pack
@@ -29,21 +30,6 @@ def dev_metrics(p: Plan, model, tok, judge, sp: Splits, packs: list[Pack], syste
     metrics, _ = evaluate(model, tok, dev_sets(sp, packs), sp.g_dev, judge, p.cfg, system=system, progress=progress,
                           cross=sp.cross_dev, desc="dev")
     return metrics
-
-
-def dev_score(metrics: dict[str, dict[str, float]], criterion: str = "balanced") -> float:
-    """The dev score of ``criterion`` (config.SELECT_CRITERIA), averaged over entities; a missing metric is left out."""
-
-    def mean(vals):
-        vals = [v for v in vals if v is not None]
-        return sum(vals) / len(vals) if vals else None
-
-    per = []
-    for m in metrics.values():
-        keep = [m.get(k) for k in ("RA", "TA", "cross_RA")]
-        score = mean([m.get("UA"), mean(keep)]) if criterion == "balanced" else mean([m.get("UA"), *keep])
-        per.append(score or 0.0)
-    return sum(per) / len(per) if per else 0.0
 
 
 class DevSelector:

@@ -190,6 +190,8 @@ def _prepare(r: _Run) -> None:
     if cfg.retain_targets == "self" and r.trains:
         r.sp.per_entity, r.sp.g_train = _shared(r.main, lambda: self_retain_targets(
             r.p, r.model, r.tok, r.judge, r.sp.per_entity, r.sp.g_train, r.timings))
+    if not cfg.heldout:
+        return  # a dev-only run: every measurement below serves a held-out metric or analysis
     if cfg.probes and r.main:
         r.before = before_logprobs(r.p, r.model, r.tok, r.sp.per_entity, r.timings)
     if cfg.mia and r.main:
@@ -221,6 +223,9 @@ def _run_phases(r: _Run, on_phase) -> tuple[list[StepResult], TrainTotals, str |
         if not r.main:
             continue  # the main process evaluates; this one goes on to the next phase's training
         system = r.method.system_prompt(seen) or r.p.cfg.system_prompt
+        if not r.p.cfg.heldout:  # dev-only: no held-out number; the dev split is scored in _measure
+            steps.append(StepResult(k, [pk.slug for pk in phase], {}, {}, losses))
+            continue
         t = Usage.now()
         steps.append(_evaluate_phase(r, k, phase, seen, losses, system))
         r.count("eval", t)
@@ -278,7 +283,7 @@ def _measure(r: _Run, steps: list[StepResult], system: str | None) -> dict[str, 
     """The final model's analyses (probes, NLP) and, with a dev split, its dev metrics and the selection."""
     analyses = final_analyses(r.p, r.model, r.tok, r.judge, r.sp.per_entity, steps[-1].records, system,
                               r.before, r.timings, mia_before=r.mia_before, quant_before=r.quant_before,
-                              known_correct=r.known_correct)
+                              known_correct=r.known_correct) if r.p.cfg.heldout else {}
     if r.p.cfg.dev_size:
         t = time.perf_counter()
         packs = r.p.packs  # every phase has run: all entities are seen
@@ -322,7 +327,7 @@ def _result(r: _Run, run_id: str, steps, totals: TrainTotals, analyses, saved: P
         mode=spec.mode, entities=[pk.slug for pk in p.packs], config_hash=p.config_hash,
         precision=p.cfg.precision, steps=steps, train=totals, timings=r.timings,
         eval_sizes={pk.slug: {s: len(v) for s, v in sp.per_entity[pk.slug]["eval"].items()}
-                    | {"general": len(sp.g_eval), "cross": len(sp.cross_eval)} for pk in p.packs},
+                    | {"general": len(sp.g_eval), "cross": len(sp.cross_eval)} for pk in p.packs} if p.cfg.heldout else {},
         results=str(r.store.path), analyses=analyses, saved=str(saved) if saved is not None else None,
     )
 

@@ -103,6 +103,7 @@ def plan(spec: RunSpec) -> Plan:
     precision = apply_precision(cfg)
     procs = check_scaling(cfg)
     _check_select(cfg, procs.count, "select" in overrides)
+    _check_heldout(cfg)
     _check_save(spec)
     check_env()
     record = {
@@ -185,6 +186,19 @@ def _check_select(cfg: MethodConfig, processes: int, explicit: bool) -> None:
     cfg.select = "last"
 
 
+def _check_heldout(cfg: MethodConfig) -> None:
+    """A dev-only run (``heldout=false``) scores the dev split and nothing held out: it needs a dev split, and an
+    analysis (each measures held-out items) would silently do nothing, so asking for one is an error."""
+    if cfg.heldout:
+        return
+    if cfg.dev_size <= 0:
+        raise SnapBenchError("--set heldout=false is a dev-only run: it needs a dev split (--set dev_size=N, N > 0)")
+    asked = [k for k in ("probes", "mia", "eval_nlp") if getattr(cfg, k)] + (["quant_probe"] if cfg.quant_probe else [])
+    if asked:
+        raise SnapBenchError(f"--set heldout=false: {', '.join(asked)} measure held-out items; a dev-only run has "
+                             "none (drop them, or keep heldout=true)")
+
+
 # Fields added for scale-out enter the record (and the config hash) only when set, so the hashes
 # of runs stored before they existed, and a sweep's resumption, stay valid.
 _SCALE_DEFAULTS = {"mixed_precision": "no", "lora_r": 0, "lora_alpha": 16.0,
@@ -195,8 +209,9 @@ _SCALE_DEFAULTS = {"mixed_precision": "no", "lora_r": 0, "lora_alpha": 16.0,
 # leaves them out, so runs stored before them keep their hashes (a missing swd_form = normalized).
 # precision: every run before it was fp32 (a resolved fp32 hashes as before; mixed_precision=no goes too).
 # mia, quant_probe: runs before them computed no membership inference and no quantization probe.
+# heldout: every run before it evaluated the held-out sets.
 _LEGACY_VALUES = {"swd_form": "normalized", "precision": "fp32", "select_criterion": "mean4", "mia": False,
-                  "quant_probe": ""}
+                  "quant_probe": "", "heldout": True}
 
 
 # Settings that change how a run computes, never what it computes: stored with the run (record["execution"]),
