@@ -47,13 +47,28 @@ def before_logprobs(p: Plan, model, tok, per_entity, timings) -> dict[str, dict[
     """The untrained model's answer log-likelihoods on the probe items, so probes can report the change."""
     from snap_bench.evaluate.probes import answer_logprob_by_id, probe_items
 
+    from snap_bench.run.untrained import cached_measurement
+
     t = time.perf_counter()
-    out = {pk.slug: {s: answer_logprob_by_id(model, tok, probe_items(per_entity[pk.slug]["eval"][s], p.cfg.probe_limit, p.spec.seed),
-                                             system=p.cfg.system_prompt, batch_size=p.cfg.eval_batch_size)
-                     for s in ("forget", "retain")}
-           for pk in p.packs}
+    items = {pk.slug: {s: probe_items(per_entity[pk.slug]["eval"][s], p.cfg.probe_limit, p.spec.seed)
+                       for s in ("forget", "retain")} for pk in p.packs}
+    out = cached_measurement(
+        "probes_before", model, tok, {"items": _ids(items), "system": p.cfg.system_prompt,
+                                      "batch_size": p.cfg.eval_batch_size},
+        lambda: {slug: {s: answer_logprob_by_id(model, tok, its, system=p.cfg.system_prompt,
+                                                batch_size=p.cfg.eval_batch_size) for s, its in sets.items()}
+                 for slug, sets in items.items()})
     timings["probes_before"] = time.perf_counter() - t
     return out
+
+
+def _ids(tree):
+    """The item ids of a nest of dicts and lists of items, in the same shape: what a cached measurement is of."""
+    if isinstance(tree, dict):
+        return {k: _ids(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_ids(v) for v in tree]
+    return tree.id
 
 
 def _mia_sets(p: Plan, per_entity, slug: str):
@@ -69,9 +84,15 @@ def mia_scores(p: Plan, model, tok, per_entity, system, timings, key: str) -> di
     item id -> attack -> score. Timed as ``timings[key]``."""
     from snap_bench.evaluate.mia import mia_scores as scores
 
+    from snap_bench.run.untrained import cached_measurement
+
     t = time.perf_counter()
-    out = {pk.slug: scores(model, tok, [it for side in _mia_sets(p, per_entity, pk.slug) for it in side],
-                           system=system, batch_size=p.cfg.eval_batch_size) for pk in p.packs}
+    items = {pk.slug: [it for side in _mia_sets(p, per_entity, pk.slug) for it in side] for pk in p.packs}
+    compute = lambda: {slug: scores(model, tok, its, system=system, batch_size=p.cfg.eval_batch_size)  # noqa: E731
+                       for slug, its in items.items()}
+    before = key.endswith("_before")  # the untrained reference: the same for every run of the entity and seed
+    out = cached_measurement(key, model, tok, {"items": _ids(items), "system": system,
+                                               "batch_size": p.cfg.eval_batch_size}, compute) if before else compute()
     timings[key] = time.perf_counter() - t
     return out
 
@@ -106,10 +127,17 @@ def quant_measurements(p: Plan, model, tok, judge, per_entity, system, known_cor
     from snap_bench.models.quant_schemes import parse_schemes
     from snap_bench.evaluate.quant_probe import measure_schemes
 
+    from snap_bench.run.untrained import cached_measurement
+
     t = time.perf_counter()
-    out = measure_schemes(model, tok, judge, p.cfg, _quant_sets(p, per_entity), parse_schemes(p.cfg.quant_probe),
-                          system=system, known_correct=known_correct, progress=p.spec.progress,
-                          label="untrained" if key.endswith("_before") else "final")
+    sets, schemes, before = _quant_sets(p, per_entity), parse_schemes(p.cfg.quant_probe), key.endswith("_before")
+    compute = lambda: measure_schemes(model, tok, judge, p.cfg, sets, schemes, system=system,  # noqa: E731
+                                      known_correct=known_correct, progress=p.spec.progress,
+                                      label="untrained" if before else "final")
+    settings = {"items": _ids(sets), "schemes": schemes, "system": system, "judge": p.spec.judge,
+                "known_correct": known_correct, "max_new_tokens": p.cfg.max_new_tokens,
+                "batch_size": p.cfg.eval_batch_size}
+    out = cached_measurement(key, model, tok, settings, compute) if before else compute()
     timings[key] = time.perf_counter() - t
     return out
 

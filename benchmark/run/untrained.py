@@ -9,10 +9,11 @@ budget, the chat template), so every later run on the same model, split and seed
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -65,3 +66,42 @@ def untrained_responses(model, tokenizer, items: Sequence[Item], cfg, *, system:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(cached, ensure_ascii=False, sort_keys=True))
     return {it.id: cached[it.question] for it in items}
+
+
+@functools.lru_cache(maxsize=1)
+def measuring_code() -> str:
+    """A hash of the source of every module that shapes a measurement: ``evaluate/`` (metrics, probes, MIA,
+    quantization, judges) and the encoding and log-probability helpers it uses."""
+    import importlib.util
+
+    evaluate = Path(importlib.util.find_spec("snap_bench.evaluate").origin).parent
+    helpers = [Path(importlib.util.find_spec(m).origin) for m in ("snap_bench.logprobs", "snap_bench.data",
+                                                                  "snap_bench.methods.base")]
+    h = hashlib.sha256()
+    for f in sorted(evaluate.rglob("*.py")) + helpers:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:20]
+
+
+def cached_measurement(kind: str, model, tokenizer, settings: dict[str, Any], compute: Callable[[], Any]) -> Any:
+    """``compute()``, a measurement of the model as it is before training, cached on disk.
+
+    The key is ``kind``, the weights fingerprint, the chat template, torch's version and ``settings``:
+    everything else that shapes the value (the item ids in order, the system prompt, the batch size, the
+    probe's settings). Every run of a sweep on one model, entity, sample size and seed measures the same
+    untrained reference; with the cache it is measured once (issue 26). The source of the code that measures
+    (:func:`measuring_code`) is in the key too, so a change to a metric never reads an older value. The value goes through JSON on a
+    miss too, so a first run and a later one hand on the same types and the same floats (JSON keeps a
+    float's every digit, and NaN)."""
+    blob = json.dumps({"kind": kind, "weights": weights_fingerprint(model), "torch": torch.__version__,
+                       "code": measuring_code(), "template": getattr(tokenizer, "chat_template", None) or "",
+                       "settings": settings}, sort_keys=True, default=str)
+    path = cache_dir() / "untrained" / f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass  # missing, or torn by a crash elsewhere: measure
+    text = json.dumps(compute())  # insertion order kept: callers iterate these dicts
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+    return json.loads(text)
