@@ -65,6 +65,7 @@ def test_ray_runs_the_smoke_suite_like_the_local_executor(cli, tmp_path):
     executor = _executor_records(ray)
     assert len(executor) == 18 and all(e["attempts"] == 1 and e["lost"] == [] for e in executor)
     assert all(e["worker"]["pid"] != os.getpid() for e in executor)  # the runs ran in Ray's worker processes
+    assert all(e["worker"]["threads"] == 1 for e in executor)  # torch's threads follow --cpus-per-run
     again = cli("sweep", "--suite", "smoke", "--results", ray, "--json", "--no-progress", "--executor", "ray")
     assert again.code == 0 and again.json["skipped"] == 18 and again.json["ran"] == 0  # resume by config hash
     assert len(_store_rows(ray, "runs", "run_id, status")) == 18

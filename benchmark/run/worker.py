@@ -46,6 +46,24 @@ class CapturedStore:
         pass
 
 
+def follow_assigned_cpus() -> int | None:
+    """Set torch's intra-op threads to the CPUs Ray gave this task (``--cpus-per-run``), so two runs of one
+    thread each share two cores instead of each spreading over both; returns the count (None outside Ray
+    or for a fraction of a CPU, where torch keeps its default)."""
+    try:
+        import ray
+
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except Exception:  # noqa: BLE001  not inside a Ray task (or an older Ray): leave torch as it is
+        return None
+    if not cpus or cpus < 1:
+        return None
+    import torch
+
+    torch.set_num_threads(int(cpus))
+    return int(cpus)
+
+
 def run_task(p, run_id: str, store_path: str) -> dict[str, Any]:
     """Run plan ``p`` as ``run_id``; returns ``{"ok": True, ...the writes..., "result": ...}`` or
     ``{"ok": False, "status", "reason"}``. Errors of the run itself come back as values, so the driver
@@ -53,7 +71,7 @@ def run_task(p, run_id: str, store_path: str) -> dict[str, Any]:
     from snap_bench.run.execute import execute
     from snap_bench.util.redaction import redact
 
-    worker = {"host": socket.gethostname(), "pid": os.getpid()}
+    worker = {"host": socket.gethostname(), "pid": os.getpid(), "threads": follow_assigned_cpus()}
     store = CapturedStore(run_id, p.config_hash, store_path)
     try:
         result = execute(p, store=store)
