@@ -25,7 +25,8 @@ def test_bootstrap_of_constant_items_is_a_point_and_is_seeded():
     data = [[1, 0, 1, 1, 0, 1], [0, 0, 1, 0, 1, 1], [1, 1, 1, 0, 1, 1]]
     a, b = two_level_bootstrap(data, seed=3), two_level_bootstrap(data, seed=3)
     assert a == b and a[1] <= a[0] <= a[2]
-    assert two_level_bootstrap(data, seed=4) != a  # another seed, other draws
+    scores = [[0.13, 0.71, 0.42, 0.98, 0.05, 0.66, 0.31], [0.52, 0.27, 0.88, 0.09, 0.44], [0.61, 0.17, 0.93, 0.38]]
+    assert two_level_bootstrap(scores, seed=4) != two_level_bootstrap(scores, seed=3)  # another seed, other draws
     assert two_level_bootstrap([]) is None and two_level_bootstrap([[1.0], []]) is None
 
 

@@ -37,7 +37,8 @@ def wilson(k: float, n: int, z: float = Z95) -> tuple[float, float] | None:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At k = 0 (k = n) the lower (upper) end is exactly 0 (1); rounding would leave it a hair inside.
+    return (0.0 if k <= 0 else max(0.0, centre - half)), (1.0 if k >= n else min(1.0, centre + half))
 
 
 def _resampled_means(samples: list[np.ndarray], b: int, rng: np.random.Generator) -> np.ndarray:
