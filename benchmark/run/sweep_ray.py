@@ -78,17 +78,47 @@ def run_on_ray(jobs: list[tuple[Any, str]], store, summary: dict[str, Any], opts
                 ray.shutdown()
 
 
+@contextlib.contextmanager
+def _remember_ctrl_c(driver):
+    """While the driver runs, a Ctrl-C also sets ``driver.interrupted`` before raising as usual: a call into Ray
+    that catches the KeyboardInterrupt (seen as a driver that went on after SIGINT, in tests/test_sweep_ray.py)
+    cannot lose it, because the loop checks the flag every turn."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum, frame):
+        driver.interrupted = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class _Driver:
     def __init__(self, ray, task, store, summary: dict[str, Any], opts: RayOptions):
         self.ray, self.task, self.store, self.summary, self.opts = ray, task, store, summary, opts
         self.inflight: dict[Any, _Job] = {}
         self.waiting: list[_Job] = []  # runs another process holds: looked at again when nothing is in flight
+        self.interrupted = False
 
     def drive(self, jobs: list[tuple[Any, str]]) -> None:
         # The task runs without progress bars: Ray would interleave every worker's bars on this terminal.
         pending = deque(_Job(replace(p, spec=replace(p.spec, progress=False)), tag) for p, tag in jobs)
+        with _remember_ctrl_c(self):
+            self._drive(pending)
+
+    def _drive(self, pending: deque) -> None:
         try:
             while pending or self.inflight or self.waiting:
+                if self.interrupted:  # a Ctrl-C that a call into Ray swallowed: honour it here
+                    raise KeyboardInterrupt
                 while pending and len(self.inflight) < self._window():
                     self._claim(pending.popleft())
                 if not self.inflight:
