@@ -106,11 +106,22 @@ def _start_parked_sweep(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, 
     return proc, pid
 
 
+def _finish(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """``proc.communicate(timeout)``; on a timeout the driver is killed first, so a hung sweep does not outlive the
+    test with its Ray cluster (one did, still polling 27 min after its Ctrl-C)."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+
+
 def _sweep_killing_one_worker(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, int, Path]:
     """The parked worker is killed with SIGKILL; returns the finished sweep, the killed pid and the results."""
     proc, pid = _start_parked_sweep(tmp_path, *extra)
     os.kill(pid, signal.SIGKILL)
-    out, err = proc.communicate(timeout=300)
+    out, err = _finish(proc, 300)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), pid, tmp_path / "res"
 
 
@@ -177,7 +188,7 @@ def test_ctrl_c_on_the_driver_marks_its_runs_in_flight_interrupted(tmp_path):
     results = tmp_path / "res"
     proc, _ = _start_parked_sweep(tmp_path)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    _, err = _finish(proc, 120)
     assert proc.returncode == 130, err
     runs = _store_rows(results, "runs", "status, reason")
     assert "running" not in {s for s, _ in runs}  # nothing left claimed by a driver that is gone
