@@ -86,6 +86,7 @@ class Run:
     retain_data: str | None = None
     budget: str = ""                              # the sizing knobs, as "key=value" text
     sweep: str | None = None                      # "lambda" / "retain": a λ- or retain-share variant (see variant_kind)
+    items: list[tuple[str, str, str, bool]] = field(default_factory=list)  # report/items.py: the last step's verdicts
 
     @property
     def cfg(self) -> dict[str, Any]:
@@ -261,6 +262,8 @@ def label_run(method: str, cfg: dict[str, Any], preset: str) -> tuple[str, bool]
 
 def load_runs(store) -> list[Run]:
     """Every ``done`` run of the store, labelled."""
+    from snap_bench.report.items import item_rows
+
     out = []
     for row in store.runs(status="done"):
         record = row["config"] or {}
@@ -274,6 +277,7 @@ def load_runs(store) -> list[Run]:
             losses=store.losses(row["run_id"]), versions=row.get("versions") or {}, created_at=row["created_at"],
             finished_at=row.get("finished_at"), label=label, trains=trains, retain_data=cfg.get("retain_data"),
             budget=budget, sweep=variant_kind(row["method"], cfg, record.get("preset", "cpu")),
+            items=item_rows(store.generations(row["run_id"])),
         ))
     return out
 

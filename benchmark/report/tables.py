@@ -44,7 +44,9 @@ TABLE4_METRICS = ("UA", "RA", "TA", "cross_RA", "leak", "RA_known", "RA_known_n"
                   "degenerate")
 
 
-_STATS_NOTE = ("mean ± sample std over seeds (n = seeds; runs of one seed are averaged first), one row per entity; "
+_STATS_NOTE = ("UA, UA♣, RA, TA, cross-RA: mean over seeds [95 % interval: Wilson over items for one seed, a seeded "
+               "two-level bootstrap over seeds then items for more; docs/statistics.md]; other metrics: "
+               "mean ± sample std over seeds (n = seeds; runs of one seed are averaged first), one row per entity; "
                "best in bold, second underlined within an entity's rows (↓: lower is better); "
                "the untrained row is the reference; steps: optimiser steps trained (a/b: the runs differ)")
 _METRIC_NOTE = ("cross-RA: % of the OTHER entities' held-out forget questions still answered (selectivity); "

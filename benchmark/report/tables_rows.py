@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable
 
 from snap_bench.report.data import (ALL_METRICS, COUNTS, LOWER_IS_BETTER, METHOD_LABELS, METRIC_HEADERS, UNTRAINED, Run,
                                     budget_diff, default_lambda, fmt_lambda, mean, seed_entity_means, seed_values, std)
+from snap_bench.report.items import ITEM_METRICS, cell_interval, item_values
 from snap_bench.report.render import MISSING, Cell, Table
 
 _LABEL_TO_METHOD = {v: k for k, v in METHOD_LABELS.items()}
@@ -126,11 +127,29 @@ def _order(labels: Iterable[str], expected: tuple[str, ...]) -> list[str]:
 
 
 def _metric_cell(row: Row, metric: str) -> tuple[Cell, list[Any]]:
+    """The shown cell and its csv values: mean and std over seeds; for a metric over items (report/items.py)
+    also the 95 % interval, shown as "mean [lo, hi]" (one entity's rows; an all-entities row has none)."""
     if metric in _COUNT_KEYS:
         c = row.count_text(metric)
         return Cell(c.text), [None if c is MISSING else c.text]
     vals = list(row.values(metric).values())
-    return stat_cell(vals), [mean(vals), std(vals)]
+    cell, csv = stat_cell(vals), [mean(vals), std(vals)]
+    if metric not in ITEM_METRICS:
+        return cell, csv
+    ci = _interval(row, metric)
+    if ci is None or cell is MISSING:
+        return cell, csv + [None, None]
+    return Cell(f"{cell.value:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]", cell.value), csv + [ci[0], ci[1]]
+
+
+def _interval(row: Row, metric: str) -> tuple[float, float] | None:
+    if row.entity is None:
+        return None
+    per_seed = [[v for r in row.runs if r.seed == s and (v := item_values(r.items, row.entity, metric))]
+                for s in row.seeds]
+    if any(not runs for runs in per_seed):
+        return None
+    return cell_interval(per_seed, f"{row.model}|{row.label}|{row.entity}|{metric}")
 
 
 def _split_budgets(labelled: list[tuple[str, Run]]) -> list[tuple[str, Run]]:
@@ -177,7 +196,8 @@ def _metric_frame(key: str, title: str, lay: _Layout) -> Table:
     lay.csv_metrics = [m for m in dict.fromkeys(tuple(metrics) + ALL_METRICS) if m not in _COUNT_KEYS]
     lay.counts = [m for m in metrics if m in _COUNT_KEYS]
     t.csv_header = (["model", "label", "entity", "n_seeds", "seeds", "n_runs", "steps"]
-                    + [f"{m}_{s}" for m in lay.csv_metrics for s in ("mean", "std")] + lay.counts
+                    + [f"{m}_{s}" for m in lay.csv_metrics
+                       for s in ("mean", "std") + (("lo", "hi") if m in ITEM_METRICS else ())] + lay.counts
                     + [c for x in extra for c in x.csv] + ["budget", "run_ids"])
     return t
 
