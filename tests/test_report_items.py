@@ -53,6 +53,12 @@ def test_table1_has_lo_and_hi_around_every_item_metric(two_seeds, tmp_path, cli)
             assert 0.0 <= lo <= mean <= hi <= 100.0, (m, lo, mean, hi)
     md = (tmp_path / "rep" / "table1.md").read_text()
     assert "[" in md and "95 % interval" in md
+    refusal = [r for r in csv.DictReader((tmp_path / "rep" / "table_refusal.csv").open()) if r["n_seeds"] not in ("", "0")]
+    assert refusal
+    for r in refusal:
+        for m in ("UA", "RA", "TA", "cross_RA"):
+            lo, mean, hi = float(r[f"{m}_lo"]), float(r[f"{m}_mean"]), float(r[f"{m}_hi"])
+            assert 0.0 <= lo <= mean <= hi <= 100.0, (m, lo, mean, hi)
 
 
 def test_cell_interval_is_wilson_for_one_seed_and_seeded_for_more():

@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 from snap_bench.report.data import METHOD_LABELS, METRIC_HEADERS, UNTRAINED, Run, mean, std
 from snap_bench.report.render import MISSING, Cell, Table
-from snap_bench.report.tables_rows import Row, _is_method_row, _order, stat_cell, steps_text
+from snap_bench.report.items import ITEM_METRICS
+from snap_bench.report.tables_rows import Row, _is_method_row, _order, item_interval, stat_cell, steps_text
 
 # How a method makes the model stop answering, read from its loss in methods/ (kept here, not on the
 # methods: it is the report's reading of them). "refusal": the model is taught (or, for prompting, told)
@@ -200,6 +201,11 @@ def _cell(row: Row, col: Col) -> tuple[Cell, list[Any]]:
         out += [d, std(deltas)]
         if cell is not MISSING and d is not None:
             cell = Cell(f"{cell.text} (Δ {d:+.{col.digits}f})", cell.value)
+    if col.key in ITEM_METRICS and col.delta is None:  # a 95 % interval over items and seeds (docs/statistics.md)
+        ci = item_interval(row, col.key) if cell is not MISSING else None
+        out += [None, None] if ci is None else [ci[0], ci[1]]
+        if ci is not None:
+            cell = Cell(f"{cell.value:.{col.digits}f} [{ci[0]:.{col.digits}f}, {ci[1]:.{col.digits}f}]", cell.value)
     if cell is not MISSING and len(vals) < len(row.seeds):
         cell = Cell(f"{cell.text} (n={len(vals)})", cell.value)
     return cell, out
@@ -207,6 +213,8 @@ def _cell(row: Row, col: Col) -> tuple[Cell, list[Any]]:
 
 def _csv_names(col: Col) -> list[str]:
     names = [f"{col.key}_mean", f"{col.key}_std"]
+    if col.key in ITEM_METRICS and col.delta is None:
+        names += [f"{col.key}_lo", f"{col.key}_hi"]
     if col.delta is not None:
         names += [f"{col.key.removesuffix('_after')}_delta_mean", f"{col.key.removesuffix('_after')}_delta_std"]
     return names

@@ -136,13 +136,14 @@ def _metric_cell(row: Row, metric: str) -> tuple[Cell, list[Any]]:
     cell, csv = stat_cell(vals), [mean(vals), std(vals)]
     if metric not in ITEM_METRICS:
         return cell, csv
-    ci = _interval(row, metric)
+    ci = item_interval(row, metric)
     if ci is None or cell is MISSING:
         return cell, csv + [None, None]
     return Cell(f"{cell.value:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]", cell.value), csv + [ci[0], ci[1]]
 
 
-def _interval(row: Row, metric: str) -> tuple[float, float] | None:
+def item_interval(row: Row, metric: str) -> tuple[float, float] | None:
+    """The 95 % interval of a metric over items (report/items.py) on one entity's row; None on an all-entities row."""
     if row.entity is None:
         return None
     per_seed = [[v for r in row.runs if r.seed == s and (v := item_values(r.items, row.entity, metric))]
