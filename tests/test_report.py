@@ -348,9 +348,9 @@ def test_lambda_table_columns_order_and_reg_share(report, synthetic):
     all_rows = _csv(out / "table_lambda.csv")
     assert [(r["regularizer"], float(r["lambda"])) for r in all_rows] == \
         sorted((r["regularizer"], float(r["lambda"])) for r in all_rows)  # by regularizer, then λ
-    # SNAP's default-λ runs also ran black_panther (and bill_gates): one row per entity, plus an all-entities row.
+    # SNAP's default-λ runs also ran black_panther (and bill_gates): one row per entity, entities never pooled.
     assert {r["entity"] for r in all_rows if r["regularizer"] == "swd" and float(r["lambda"]) == 0.1} == \
-        {"peter_parker", "black_panther", "bill_gates", "all entities"}
+        {"peter_parker", "black_panther", "bill_gates"}
     rows = [r for r in all_rows if r["entity"] == "peter_parker"]
     keys = [(r["regularizer"], float(r["lambda"])) for r in rows]
     assert keys == [("l2", 0.1), ("l2", 1.0), ("l2", 10.0),

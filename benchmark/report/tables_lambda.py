@@ -36,8 +36,8 @@ def lambda_rows(runs: list[Run]) -> list[tuple[tuple[str, str, float, str], Row]
     """((model, regularizer, λ, budget), row) for the λ table, sorted by regularizer, λ, model, budget, entity
     ("all" last).
 
-    One row per entity, plus an all-entities row per (regularizer, λ, budget) when several entities ran it.
-    Runs of different sizes (e.g. a sweep's eval_limit=60 and a full evaluation) are never averaged together:
+    One row per entity, never a row pooling entities: they are different populations, and a fictional entity's
+    numbers averaged with a real person's describe neither (issue 26). Runs of different sizes (e.g. a sweep's eval_limit=60 and a full evaluation) are never averaged together:
     they are different samples of the held-out sets, so they make separate rows."""
     by_key: dict[tuple[str, str, float, str], list[Run]] = {}
     for r in lambda_runs(runs):
@@ -49,8 +49,6 @@ def lambda_rows(runs: list[Run]) -> list[tuple[tuple[str, str, float, str], Row]
         for e in ents:
             out.append((key, Row(key[0], " / ".join(sorted({r.label for r in rs if r.entities[0] == e})), e, [e],
                                  [r for r in rs if r.entities[0] == e])))
-        if len(ents) > 1:
-            out.append((key, Row(key[0], " / ".join(sorted({r.label for r in rs})), None, ents, rs)))
     return out
 
 
@@ -87,7 +85,7 @@ def table_lambda(runs: list[Run]) -> Table:
         t.notes.append("size: the sizing knobs in which rows differ; runs of different sizes are separate rows, "
                        "never averaged (eval_limit=N scores a stratified sample of N per held-out set)")
     t.notes.append("reg share: λ·penalty / total loss at the last optimiser step of the last phase; mean ± sample "
-                   "std over seeds (n); " + ALL_ENTITIES + " (k): per seed the mean over k entities, then over seeds")
+                   "std over seeds (n); one row per entity, entities never pooled")
     if quant:
         t.notes.append("Q4_1 recovers UA: the share of the unlearning effect on UA that a Q4_1 copy of the model undoes "
                        "(quant_probe, on its own sample of probe_limit forget items; 0 = the forgetting survives, 1 = "
