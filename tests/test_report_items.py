@@ -67,3 +67,24 @@ def test_cell_interval_is_wilson_for_one_seed_and_seeded_for_more():
     two = [[{"a": 100.0, "b": 0.0}], [{"a": 100.0, "b": 100.0}]]
     assert cell_interval(two, "k") == cell_interval(two, "k") and cell_interval(two, "k") is not None
     assert cell_interval([[{"a": 100.0}], []], "k") is None  # a seed without items: no interval
+
+
+def _run(rid, entity, seed, retain, budget, ua):
+    from snap_bench.report.data import Run
+
+    return Run(run_id=rid, method="snap", regularizer="swd", mode="single", entities=[entity], model="m", seed=seed,
+               record={"config": {}}, metrics={0: {entity: {"UA": ua}}}, analyses={}, losses={}, versions={},
+               created_at=0.0, finished_at=None, label="SNAP" if retain == "hard+general" else "SNAP (D_r)",
+               retain_data=retain, budget=budget)
+
+
+def test_fig4_never_pools_entities_or_sizes():
+    """Issue 26: one entity and one size per panel; n counts seeds, not runs."""
+    from snap_bench.report.figures import _fig4_runs
+
+    runs = [_run("a0", "peter_parker", 0, "hard+general", "full", 80), _run("a1", "peter_parker", 1, "hard+general", "full", 90),
+            _run("a2", "peter_parker", 0, "hard", "full", 70), _run("b0", "peter_parker", 0, "hard+general", "eval_limit=60", 10),
+            _run("c0", "black_panther", 0, "hard+general", "full", 20)]
+    entity, budget, series = _fig4_runs(runs, {})["m"]
+    assert (entity, budget) == ("peter_parker", "full") and set(series) == {"hard", "hard+general"}
+    assert sorted(r.run_id for r in series["hard+general"]) == ["a0", "a1"]  # neither the 60-item run nor another entity

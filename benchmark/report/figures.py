@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from snap_bench.report.data import METRIC_HEADERS, RETAIN_DATA_LABELS, Run, mean, std
+from snap_bench.report.data import METRIC_HEADERS, RETAIN_DATA_LABELS, Run, mean, seed_values, std
 from snap_bench.report.figures_lambda import LAMBDA_FIG_METRICS, fig_lambda, fig_tradeoff
 from snap_bench.report.figures_plot import COLORS, _empty, _plt, _save
 from snap_bench.report.figures_refusal import fig_refusal
@@ -55,15 +55,23 @@ def fig3(stats: dict[str, Any], out: Path, write) -> list[str]:
     return _save(fig, out, "fig3", write)
 
 
-def _fig4_runs(runs: list[Run], kinds: dict[str, str]) -> dict[str, dict[str, list[Run]]]:
-    """model -> retain data -> SNAP single-entity runs on fictional entities that differ only in retain data."""
-    out: dict[str, dict[str, list[Run]]] = {}
+def _fig4_runs(runs: list[Run], kinds: dict[str, str]) -> dict[str, tuple[str, str, dict[str, list[Run]]]]:
+    """model -> (entity, budget, retain data -> runs): SNAP single-entity runs on a fictional entity that differ
+    only in retain data. One entity and one size per model, never pooled (issue 26): the (entity, budget) with
+    the most retain-data series, then the most seeds."""
+    groups: dict[tuple[str, str, str], dict[str, list[Run]]] = {}
     for r in runs:
         if r.method != "snap" or r.mode != "single" or kinds.get(r.entities[0], "fictional") == "real":
             continue
         if r.label == "SNAP" or (r.label.startswith("SNAP (") and r.label[6:-1] in RETAIN_DATA_LABELS.values()):
             if r.retain_data and r.retain_data != "none":
-                out.setdefault(r.model, {}).setdefault(r.retain_data, []).append(r)
+                groups.setdefault((r.model, r.entities[0], r.budget), {}).setdefault(r.retain_data, []).append(r)
+    out: dict[str, tuple[str, str, dict[str, list[Run]]]] = {}
+    for (model, entity, budget), series in sorted(groups.items()):
+        rank = (len(series), sum(len({r.seed for r in rs}) for rs in series.values()))
+        best = out.get(model)
+        if best is None or rank > (len(best[2]), sum(len({r.seed for r in rs}) for rs in best[2].values())):
+            out[model] = (entity, budget, series)
     return out
 
 
@@ -74,27 +82,31 @@ def fig4(runs: list[Run], kinds: dict[str, str], out: Path, write) -> list[str]:
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 3.6), squeeze=False)
     metrics = ("UA", "RA", "TA")
     for ax, model in zip(axes[0], models):
-        series = [k for k in ("hard", "general", "hard+general") if k in data.get(model, {})]
+        entity, budget, by_rd = data.get(model, ("", "", {}))
+        series = [k for k in ("hard", "general", "hard+general") if k in by_rd]
         if not series:
             _empty(ax, "no SNAP runs that differ only in retain data\n"
                        "(run snap with --set retain_data=hard and --set retain_data=general)")
             continue
         width = 0.8 / len(series)
         for i, rd in enumerate(series):
-            rs = data[model][rd]
-            vals = [[r.final_mean(m) for r in rs] for m in metrics]
+            rs = by_rd[rd]
+            vals = [list(seed_values(rs, lambda r, m=m: r.final_mean(m)).values()) for m in metrics]  # per seed
             xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(metrics))]
             errs = [std(v) or 0.0 for v in vals]
             bars = ax.bar(xs, [mean(v) or 0.0 for v in vals], width, yerr=errs, capsize=3, color=COLORS[i],
-                          label=f"{RETAIN_DATA_LABELS[rd]} (n={len(rs)})")
+                          label=f"{RETAIN_DATA_LABELS[rd]} (n={len({r.seed for r in rs})} seeds)")
             ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2)
         missing = [RETAIN_DATA_LABELS[k] for k in ("hard", "general") if k not in series]
         ax.set_xticks(range(len(metrics)), [METRIC_HEADERS[m] for m in metrics])
         ax.set_ylim(0, 115)
         ax.set_ylabel("%")
-        ax.set_title(model + (f" (no run: {', '.join(missing)})" if missing else ""))
+        limit = by_rd[series[0]][0].cfg.get("eval_limit")
+        size = f", {limit} items a set" if limit else ", full held-out sets"
+        ax.set_title(f"{model} · {entity}{size}" + (f" (no run: {', '.join(missing)})" if missing else ""), fontsize=9)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("Figure 4: SNAP with D_r (hard retaining data) vs D_g (general data) as retain data", y=1.03)
+    fig.suptitle("Figure 4: SNAP with D_r (hard retaining data) vs D_g (general data) as retain data\n"
+                 "mean over seeds, error bars the std over seeds; one entity and one size per panel", y=1.06)
     return _save(fig, out, "fig4", write)
 
 
