@@ -95,10 +95,16 @@ def table_dev(runs: list[Run]) -> Table | None:
                                chosen])
         if len(ranked) > 1 and scores[best] and scores[ranked[1]]:
             lead = mean(scores[best]) - mean(scores[ranked[1]])
-            spread = max((std(scores[s]) or 0.0) for s in ranked[:2])
-            notes.append(f"{entity} ({model}; seeds {seeds}; {steps} steps): chosen {best[0]} (lr {best[1]}, "
-                         f"{best[2]}) leads the next ({ranked[1][0]}) by {lead:.1f} dev-score points; the larger "
-                         f"of their seed stds is {spread:.1f}" + (" — within the noise" if lead <= spread else ""))
+            stds = [std(scores[s]) for s in ranked[:2]]
+            head = (f"{entity} ({model}; seeds {seeds}; {steps} steps): chosen {best[0]} (lr {best[1]}, {best[2]}) "
+                    f"leads the next ({ranked[1][0]}) by {lead:.1f} dev-score points; ")
+            if any(v is None for v in stds):
+                notes.append(head + "one seed: the spread between seeds is not measured, so the lead is not yet "
+                                    "shown to exceed it")
+            else:
+                spread = max(stds)
+                notes.append(head + f"the larger of their seed stds is {spread:.1f}"
+                             + (" — within the noise" if lead <= spread else ""))
     t.notes = ["dev metrics (%) of the checkpoint select=dev kept, on the dev split carved from training data; "
                "dev score: the run's select criterion; mean ± sample std over seeds (n = seeds); dev sizes: forget / "
                "retain / general / cross items; rows are compared only within equal model, entity, sizes, seeds and "
