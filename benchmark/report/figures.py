@@ -177,8 +177,58 @@ def fig5(runs: list[Run], out: Path, write) -> list[str]:
 
 
 
+# One colour per loss term on every panel, so a term reads the same across runs (issue 26).
+TERM_COLORS = {"forget": COLORS[0], "retain": COLORS[1], "general": COLORS[2], "reg": COLORS[3], "total": "#333333"}
+
+
+def _term_color(term: str) -> str:
+    return TERM_COLORS.get(term) or COLORS[4 + sum(map(ord, term)) % (len(COLORS) - 4)]
+
+
+def _kept_steps(r: Run) -> list[int]:
+    """The x positions (steps counted across phases) of the checkpoints select=dev kept."""
+    offsets, edge = {}, 0
+    for phase in sorted(r.losses):
+        offsets[phase] = edge
+        edge += len(r.losses[phase])
+    sel = (r.analyses.get("dev") or {}).get("selection") or []
+    return [offsets.get(s.get("phase", 0), 0) + s["selected_step"] for s in sel
+            if isinstance(s, dict) and s.get("selected_step")]
+
+
+def _loss_panel(ax, r: Run) -> None:
+    seq = [d for phase in sorted(r.losses) for d in r.losses[phase]]
+    terms = [t for t in ("forget", "retain", "general", "total") if any(t in d for d in seq)]
+    terms += sorted({t for d in seq for t in d} - set(terms) - {"lr", "reg"})
+    xs = range(1, len(seq) + 1)
+    for term in terms:
+        ax.plot(xs, [d.get(term, float("nan")) for d in seq], color=_term_color(term), label=term, linewidth=1.2,
+                linestyle="--" if term == "total" else "-")
+    if any("reg" in d for d in seq):
+        # λ·penalty is orders of magnitude below the NLL terms: its own axis keeps it readable.
+        twin = ax.twinx()
+        twin.plot(xs, [d.get("reg", float("nan")) for d in seq], color=_term_color("reg"), linewidth=1.0, linestyle=":")
+        twin.tick_params(labelsize=6, colors=_term_color("reg"))
+        ax.plot([], [], color=_term_color("reg"), linestyle=":", label="reg (right axis)")
+    edge = 0
+    for phase in sorted(r.losses)[:-1]:
+        edge += len(r.losses[phase])
+        ax.axvline(edge + 0.5, color="#999", linestyle=":", linewidth=0.8)
+    for k, step in enumerate(_kept_steps(r)):
+        ax.axvline(step, color="#000", linewidth=0.9, alpha=0.6)
+        ax.plot([step], [ax.get_ylim()[1]], marker="v", color="#000", markersize=5, clip_on=False,
+                label="kept checkpoint (select=dev)" if k == 0 else None)
+    mode = "" if r.mode == "single" else f" · {r.mode}"
+    ax.set_title(f"{r.label} · {'+'.join(r.entities)}{mode} · s{r.seed}\n{r.run_id}", fontsize=7)
+    ax.set_xlabel("optimiser step", fontsize=7)
+    ax.set_ylabel("loss (nats)", fontsize=7)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6, loc="best")
+
+
 def fig_losses(runs: list[Run], out: Path, write, per_page: int = 24) -> list[str]:
-    """One panel per trained run: its loss terms per optimiser step, phases of a sequential run back to back."""
+    """One panel per trained run: its loss terms per optimiser step, phases of a sequential run back to back,
+    and a marker at each checkpoint select=dev kept."""
     plt = _plt()
     trained = [r for r in runs if any(r.losses.values())]
     pages = [trained[i : i + per_page] for i in range(0, len(trained), per_page)] or [[]]
@@ -186,34 +236,15 @@ def fig_losses(runs: list[Run], out: Path, write, per_page: int = 24) -> list[st
     for p, page in enumerate(pages):
         cols = 4
         rows = max(1, -(-len(page) // cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.5 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.7 * rows), squeeze=False)
         for ax in axes.flat[len(page):]:
             ax.axis("off")
         if not page:
             _empty(axes[0][0], "no trained runs")
         for ax, r in zip(axes.flat, page):
-            seq = [d for phase in sorted(r.losses) for d in r.losses[phase]]
-            terms = [t for t in ("forget", "retain", "total") if any(t in d for d in seq)]
-            terms += sorted({t for d in seq for t in d} - set(terms) - {"lr", "reg"})
-            xs = range(1, len(seq) + 1)
-            for k, term in enumerate(terms):
-                ax.plot(xs, [d.get(term, float("nan")) for d in seq], color=COLORS[k % len(COLORS)],
-                        label=term, linewidth=1.2, linestyle="--" if term == "total" else "-")
-            if any("reg" in d for d in seq):
-                # λ·penalty is orders of magnitude below the NLL terms: its own axis keeps it readable.
-                twin = ax.twinx()
-                twin.plot(xs, [d.get("reg", float("nan")) for d in seq], color=COLORS[3], linewidth=1.0, linestyle=":")
-                twin.tick_params(labelsize=6, colors=COLORS[3])
-                ax.plot([], [], color=COLORS[3], linestyle=":", label="reg (right axis)")
-            edge = 0
-            for phase in sorted(r.losses)[:-1]:
-                edge += len(r.losses[phase])
-                ax.axvline(edge + 0.5, color="#999", linestyle=":", linewidth=0.8)
-            mode = "" if r.mode == "single" else f" · {r.mode}"
-            ax.set_title(f"{r.label} · {'+'.join(r.entities)}{mode} · s{r.seed}\n{r.run_id}", fontsize=7)
-            ax.tick_params(labelsize=7)
-            ax.legend(fontsize=6, loc="best")
-        fig.suptitle("Training loss terms per step (reg = λ·penalty)" + (f" — page {p + 1}" if len(pages) > 1 else ""))
+            _loss_panel(ax, r)
+        fig.suptitle("Training loss terms per step (reg = λ·penalty; ▼ the checkpoint select=dev kept)"
+                     + (f" — page {p + 1}" if len(pages) > 1 else ""))
         fig.tight_layout()
         names += _save(fig, out, "fig_losses" if p == 0 else f"fig_losses_{p + 1}", write)
     return names

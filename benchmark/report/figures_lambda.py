@@ -50,9 +50,9 @@ def _lambda_points(runs: list[Run]) -> dict[tuple[str, str], tuple[list[str], li
     """(model, regularizer) -> (entities, [(λ, metric -> (mean, std over seeds))], size note), from the λ
     table's runs.
 
-    Each point is the per-seed mean over the same entities (those every λ of the panel ran), then mean and
-    std over seeds, so one panel's points are comparable; a panel draws one sizing budget (the one with the
-    most λ values), and its size note names it when the runs have several."""
+    A panel draws one entity (of those every λ of the panel ran, the one with the most runs; entities are never
+    averaged) and one sizing budget (the one with the most λ values; its size note names it when the runs have
+    several). Each point is the mean over seeds and their std, with ``n`` the seeds behind it."""
     from snap_bench.report.tables_lambda import lambda_rows
 
     by_key: dict[tuple[str, str, float, str], list[Run]] = {}
@@ -65,7 +65,9 @@ def _lambda_points(runs: list[Run]) -> dict[tuple[str, str], tuple[list[str], li
         budget = _main_budget(mine, lambda r: r.lam)
         note = budget_diff(mine).get(budget, "")
         panel = {k[:3]: rs for k, rs in by_key.items() if k[:2] == (model, reg) and k[3] == budget}
-        ents = _common_entities(panel)
+        common = _common_entities(panel)
+        # One entity a panel, never a mean over entities (issue 26): the one with the most runs.
+        ents = sorted(common, key=lambda e: (-sum(r.entities[0] == e for rs in panel.values() for r in rs), e))[:1]
         pts = []
         for key in sorted(panel, key=lambda k: k[2]):
             rs = [r for r in panel[key] if r.entities[0] in ents]
@@ -73,6 +75,7 @@ def _lambda_points(runs: list[Run]) -> dict[tuple[str, str], tuple[list[str], li
             for m in LAMBDA_FIG_METRICS + ("reg_share",):
                 v = list(seed_entity_means(rs, ents, (lambda r, e: r.reg_share) if m == "reg_share" else m).values())
                 vals[m] = (mean(v), std(v) or 0.0)
+            vals["n"] = (len({r.seed for r in rs}), 0.0)
             pts.append((key[2], vals))
         out[(model, reg)] = (ents, pts, note)
     return out
@@ -115,9 +118,13 @@ def fig_lambda(runs: list[Run], out: Path, write) -> list[str]:
         ax.set_xlabel("λ")
         ax.set_ylabel("%")
         model, reg = key
-        ax.set_title(f"{reg} · {model} · {', '.join(ents)}" + (f" · {note}" if note else ""), fontsize=9)
+        ns = sorted({v["n"][0] for _, v in pts})
+        seeds = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+        ax.set_title(f"{reg} · {model} · {', '.join(ents)} · n = {seeds} seed{'s' if ns[-1] > 1 else ''} per λ"
+                     + (f" · {note}" if note else ""), fontsize=9)
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle("UA, RA, cross-RA and TA against λ (mean ± std over seeds)", y=1.03)
+    fig.suptitle("UA, RA, cross-RA and TA against λ (mean over seeds; error bars the std over seeds where n ≥ 2)",
+                 y=1.03)
     fig.tight_layout()
     return _save(fig, out, "fig_lambda", write)
 
