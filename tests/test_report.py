@@ -457,7 +457,7 @@ def test_tradeoff_points_per_lambda_and_retain_share(report):
     out = report[0]
     store = Store(out.parent / "res")
     try:
-        keys = {key for _, key, _, _ in _tradeoff_points(load_runs(store))}
+        keys = {p[1] for p in _tradeoff_points(load_runs(store))}
     finally:
         store.close()
     assert {"swd λ=0.1", "swd λ=100", "l2 λ=1", "SNAP (retain_ratio=2)", "SNAP (D_r)", "SNAP (D_g)"} <= keys

@@ -129,9 +129,12 @@ def fig_lambda(runs: list[Run], out: Path, write) -> list[str]:
     return _save(fig, out, "fig_lambda", write)
 
 
-def _tradeoff_points(runs: list[Run]) -> list[tuple[str, str, dict[str, float | None], int]]:
-    """(model, label, metric -> mean, seeds) per (regularizer, λ) and retain-share variant of SNAP / Euclidean,
-    each the mean over seeds of the per-seed mean over the entities all of a model's points ran."""
+def _tradeoff_points(runs: list[Run]) -> list[tuple[str, str, dict[str, Any], int, str]]:
+    """(model, label, metric -> mean and ``<metric>_ci`` -> 95 % interval or None, seeds, entity) per (regularizer,
+    λ) and retain-share variant of SNAP / Euclidean: the mean over seeds on ONE entity per model (of those all its
+    points ran, the one with the most runs; entities are never averaged), at one sizing budget."""
+    from snap_bench.report.items import cell_interval, item_values
+
     groups: dict[tuple[str, str], list[Run]] = {}
     for r in runs:
         if r.mode == "single" and r.sweep in ("lambda", "retain"):
@@ -148,35 +151,46 @@ def _tradeoff_points(runs: list[Run]) -> list[tuple[str, str, dict[str, float | 
         for key, r in flat:
             if r.budget == budget:
                 mine.setdefault(key, []).append(r)
-        ents = _common_entities(mine)
+        common = _common_entities(mine)
+        if not common:  # no entity ran every point: nothing comparable to draw
+            continue
+        entity = sorted(common, key=lambda e: (-sum(r.entities[0] == e for rs in mine.values() for r in rs), e))[0]
         for key, rs in sorted(mine.items()):
-            rs = [r for r in rs if r.entities[0] in ents]
-            vals = {m: seed_entity_means(rs, ents, m) for m in ("UA", "RA", "cross_RA")}
-            out.append((model, key, {m: mean(v.values()) for m, v in vals.items()}, len(vals["UA"])))
+            rs = [r for r in rs if r.entities[0] == entity]
+            seeds = sorted({r.seed for r in rs})
+            vals: dict[str, Any] = {}
+            for m in ("UA", "RA", "cross_RA"):
+                vals[m] = mean(seed_entity_means(rs, [entity], m).values())
+                per_seed = [[v for r in rs if r.seed == sd and (v := item_values(r.items, entity, m))] for sd in seeds]
+                ok = per_seed and all(per_seed)
+                vals[f"{m}_ci"] = cell_interval(per_seed, f"tradeoff|{model}|{key}|{entity}|{m}") if ok else None
+            out.append((model, key, vals, len(seeds), entity))
     return out
 
 
 def fig_tradeoff(runs: list[Run], out: Path, write) -> list[str]:
+    """UA against RA and against cross-RA, one numbered point per setting with its 95 % intervals as error bars;
+    the numbers are keyed beside each panel, so no two labels overlap."""
     plt = _plt()
     pts = _tradeoff_points(runs)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), squeeze=False)
     models = sorted({p[0] for p in pts})
     for ax, m in zip(axes[0], ("RA", "cross_RA")):
         shown = [p for p in pts if p[2]["UA"] is not None and p[2][m] is not None]
         if not shown:
             _empty(ax, f"no SNAP / Euclidean runs varying λ or the retain share with {METRIC_HEADERS[m]}")
             continue
-        at: dict[tuple[float, float], list[str]] = {}  # points on the same spot share one annotation
-        for model, key, v, n in shown:
+        key_lines = []
+        for i, (model, key, v, n, entity) in enumerate(shown, start=1):
             kind = "retain" if key.startswith(("SNAP", "Euclidean")) else key.split(" ")[0]
             color = {"swd": COLORS[0], "l2": COLORS[1]}.get(kind, COLORS[2])
-            ax.scatter([v["UA"]], [v[m]], color=color, marker="^" if kind == "retain" else "o", s=28,
-                       edgecolors="white" if len(models) == 1 else COLORS[(3 + models.index(model)) % len(COLORS)])
-            at.setdefault((round(v["UA"], 1), round(v[m], 1)), []).append(
-                f"{key} (n={n})" if len(models) == 1 else f"{model}: {key} (n={n})")
-        for i, ((x, y), texts) in enumerate(sorted(at.items())):
-            ax.annotate("\n".join(texts), (x, y), textcoords="offset points", xytext=((5, -5)[i % 2], (3, -3)[i % 2]),
-                        ha=("left", "right")[i % 2], va=("bottom", "top")[i % 2], fontsize=6)
+            x, y, xci, yci = v["UA"], v[m], v["UA_ci"], v[f"{m}_ci"]
+            ax.errorbar([x], [y], xerr=None if xci is None else [[x - xci[0]], [xci[1] - x]],
+                        yerr=None if yci is None else [[y - yci[0]], [yci[1] - y]], fmt="^" if kind == "retain" else "o",
+                        color=color, markersize=5, elinewidth=0.8, capsize=2, alpha=0.9)
+            ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            key_lines.append(f"{i}  {key} (n={n})" if len(models) == 1 else f"{i}  {model}: {key} (n={n})")
+        ax.text(1.02, 1.0, "\n".join(key_lines), transform=ax.transAxes, fontsize=6, va="top", family="monospace")
         for kind, color, marker in (("swd", COLORS[0], "o"), ("l2", COLORS[1], "o"), ("retain share", COLORS[2], "^")):
             ax.scatter([], [], color=color, marker=marker, label=kind)
         ax.legend(fontsize=7, loc="lower left")
@@ -184,9 +198,11 @@ def fig_tradeoff(runs: list[Run], out: Path, write) -> list[str]:
         ax.set_ylim(-5, 105)
         ax.set_xlabel("UA (%) → more forgotten")
         ax.set_ylabel(f"{METRIC_HEADERS[m]} (%)")
-        ax.set_title(f"UA vs {METRIC_HEADERS[m]}")
+        ax.set_title(f"UA vs {METRIC_HEADERS[m]} · {', '.join(sorted({p[4] for p in shown}))}", fontsize=9)
         ax.grid(alpha=0.3)
     fig.suptitle("Trade-off: forgetting (UA) against retention (RA) and selectivity (cross-RA); "
-                 "● (regularizer, λ), ▲ retain-share settings;\nmean over seeds of the mean over the entities every point ran",
+                 "● (regularizer, λ), ▲ retain-share settings;\nmean over seeds on one entity, error bars the 95 % "
+                 "intervals (Wilson over items for one seed, the two-level bootstrap for more; docs/statistics.md)",
                  y=1.04, fontsize=9)
+    fig.tight_layout()
     return _save(fig, out, "fig_tradeoff", write)
