@@ -168,6 +168,29 @@ def _tradeoff_points(runs: list[Run]) -> list[tuple[str, str, dict[str, Any], in
     return out
 
 
+_OFFSETS = ((4, 3), (4, -10), (-6, 3), (-6, -10), (4, 12), (-6, 12), (4, -19), (-6, -19))  # points; "-": text ends there
+
+
+def _place_labels(ax, labels: list[tuple[float, float, str]]) -> None:
+    """Annotate each (x, y, text) at the first offset whose text box overlaps no box placed before (boxes
+    estimated in display pixels from the font size), so no two labels overlap; the last offset when all do."""
+    fig = ax.figure
+    ax.figure.canvas.draw()  # the transform needs the final axes size
+    px = fig.dpi / 72.0
+    placed: list[tuple[float, float, float, float]] = []
+    for x, y, text in sorted(labels, key=lambda t: (t[0], t[1])):
+        X, Y = ax.transData.transform((x, y))
+        w, h = (5.0 * len(text) + 5) * px, 10 * px  # 7-pt digits and commas, with a margin
+        for dx, dy in _OFFSETS:
+            left = X + dx * px - (w if dx < 0 else 0)
+            box = (left, Y + dy * px, left + w, Y + dy * px + h)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7,
+                    ha="right" if dx < 0 else "left", va="bottom")
+
+
 def fig_tradeoff(runs: list[Run], out: Path, write) -> list[str]:
     """UA against RA and against cross-RA, one numbered point per setting with its 95 % intervals as error bars;
     the numbers are keyed beside each panel, so no two labels overlap."""
@@ -175,12 +198,13 @@ def fig_tradeoff(runs: list[Run], out: Path, write) -> list[str]:
     pts = _tradeoff_points(runs)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), squeeze=False)
     models = sorted({p[0] for p in pts})
+    pending = []  # (axes, labels): placed once the layout is final, since placing measures the drawn axes
     for ax, m in zip(axes[0], ("RA", "cross_RA")):
         shown = [p for p in pts if p[2]["UA"] is not None and p[2][m] is not None]
         if not shown:
             _empty(ax, f"no SNAP / Euclidean runs varying λ or the retain share with {METRIC_HEADERS[m]}")
             continue
-        key_lines = []
+        key_lines, at = [], {}  # points on (nearly) one spot share one label, "5,6"
         for i, (model, key, v, n, entity) in enumerate(shown, start=1):
             kind = "retain" if key.startswith(("SNAP", "Euclidean")) else key.split(" ")[0]
             color = {"swd": COLORS[0], "l2": COLORS[1]}.get(kind, COLORS[2])
@@ -188,8 +212,9 @@ def fig_tradeoff(runs: list[Run], out: Path, write) -> list[str]:
             ax.errorbar([x], [y], xerr=None if xci is None else [[x - xci[0]], [xci[1] - x]],
                         yerr=None if yci is None else [[y - yci[0]], [yci[1] - y]], fmt="^" if kind == "retain" else "o",
                         color=color, markersize=5, elinewidth=0.8, capsize=2, alpha=0.9)
-            ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            at.setdefault((round(x / 3), round(y / 3)), []).append((x, y, str(i)))  # within ~3 points: one label
             key_lines.append(f"{i}  {key} (n={n})" if len(models) == 1 else f"{i}  {model}: {key} (n={n})")
+        pending.append((ax, [(near[0][0], near[0][1], ",".join(n for _, _, n in near)) for near in at.values()]))
         ax.text(1.02, 1.0, "\n".join(key_lines), transform=ax.transAxes, fontsize=6, va="top", family="monospace")
         for kind, color, marker in (("swd", COLORS[0], "o"), ("l2", COLORS[1], "o"), ("retain share", COLORS[2], "^")):
             ax.scatter([], [], color=color, marker=marker, label=kind)
@@ -205,4 +230,6 @@ def fig_tradeoff(runs: list[Run], out: Path, write) -> list[str]:
                  "intervals (Wilson over items for one seed, the two-level bootstrap for more; docs/statistics.md)",
                  y=1.04, fontsize=9)
     fig.tight_layout()
+    for ax, labels in pending:
+        _place_labels(ax, labels)
     return _save(fig, out, "fig_tradeoff", write)
